@@ -1,0 +1,20 @@
+"""Search methods. Each is one function with the same leading arguments::
+
+method(denoiser, sampler, x_T, *, cond, reward, generator, ...) -> SearchResult
+"""
+
+from adaptive_tts.search.baselines import best_of_n, naive
+from adaptive_tts.search.beam import beam
+from adaptive_tts.search.mcts import mcts
+from adaptive_tts.search.noise_search import eps_greedy, zero_order
+
+METHODS = {
+    "naive": naive,
+    "best-of-n": best_of_n,
+    "beam": beam,
+    "mcts": mcts,
+    "zero-order": zero_order,
+    "eps-greedy": eps_greedy,
+}
+
+__all__ = ["METHODS", "beam", "best_of_n", "eps_greedy", "mcts", "naive", "zero_order"]

@@ -1,0 +1,180 @@
+"""Shared plumbing of the search methods: input checks, scoring through the ledger, plain
+trajectories (for naive, best-of-N, rollouts) and result assembly."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, overload
+
+import torch
+from torch import Tensor
+
+from adaptive_tts.nfe import Ledger, Purpose
+from adaptive_tts.rewards.base import check_finite, reward_name
+from adaptive_tts.sampling import Sampler, randn_like_rows
+from adaptive_tts.types import TRACE_SCHEMA, SearchResult
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+def check_inputs(
+    x_T: Tensor, cond: Tensor | None, generator: list[torch.Generator] | torch.Generator | None
+) -> list[torch.Generator]:
+    """Validate the leading arguments; return one generator per sample."""
+    if x_T.dim() < 2:
+        raise ValueError(f"x_T must have shape (B, *S), got {tuple(x_T.shape)}")
+    b = x_T.shape[0]
+    if cond is not None and cond.shape != (b,):
+        raise ValueError(f"cond must have shape ({b},) to match x_T, got {tuple(cond.shape)}")
+    if generator is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        return [torch.Generator().manual_seed(seed + i) for i in range(b)]
+    if isinstance(generator, torch.Generator):
+        generator = [generator] if b == 1 else None  # type: ignore[assignment]
+        if generator is None:
+            raise ValueError("generator must be a list of B per-sample generators when B > 1")
+    if len(generator) != b:
+        raise ValueError(
+            f"generator must hold one generator per sample ({b}), got {len(generator)}"
+        )
+    return list(generator)
+
+
+def check_positive(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class Scorer:
+    """Reward evaluation charged to the ledger, with a finiteness check naming the reward."""
+
+    def __init__(self, reward: Callable[[Tensor, Tensor | None], Tensor], ledger: Ledger):
+        self.reward = reward
+        self.ledger = ledger
+        self.name = reward_name(reward)
+
+    def __call__(self, x0: Tensor, cond: Tensor | None, owner: Tensor) -> Tensor:
+        with torch.no_grad():
+            r = self.reward(x0, cond)
+        if r.shape != (x0.shape[0],):
+            raise ValueError(
+                f"reward {self.name!r} must return shape ({x0.shape[0]},), got {tuple(r.shape)}"
+            )
+        self.ledger.charge_reward(owner)
+        return check_finite(r.float(), self.name).cpu()
+
+
+@overload
+def rep(t: Tensor, n: int) -> Tensor: ...
+@overload
+def rep(t: None, n: int) -> None: ...
+@overload
+def rep(t: Tensor | None, n: int) -> Tensor | None: ...
+def rep(t: Tensor | None, n: int) -> Tensor | None:
+    """Repeat each row ``n`` times (sample-major): ``(B, ...) -> (B*n, ...)``."""
+    return None if t is None else t.repeat_interleave(n, dim=0)
+
+
+def evaluator(ledger: Ledger, cond: Tensor | None, owner: Tensor, purpose: Purpose):
+    """``evaluate(x, sigma)`` closure for a sampler's ``post`` phase."""
+    return lambda x, s: ledger(x, s, cond, owner, purpose)
+
+
+def deterministic_step(
+    ledger: Ledger,
+    sampler: Sampler,
+    i: int,
+    x: Tensor,
+    x0: Tensor | None,
+    cond: Tensor | None,
+    owner: Tensor,
+    purpose: Purpose = "step",
+) -> tuple[Tensor, Tensor | None]:
+    """A step whose noise scale is zero (nothing to search): one plain update."""
+    if sampler.needs_x0 and x0 is None:
+        x0 = ledger(x, sampler.sigma(i), cond, owner, purpose)
+    x_det, sh, _ = sampler.pre(i, x, x0)
+    x0_hat = ledger(x_det, sh, cond, owner, purpose) if sh > 0 else x_det
+    return sampler.post(i, x_det, x0_hat, evaluator(ledger, cond, owner, purpose))
+
+
+def trajectory(
+    ledger: Ledger,
+    sampler: Sampler,
+    x: Tensor,
+    cond: Tensor | None,
+    owner: Tensor,
+    gens: list[torch.Generator],
+    per: int = 1,
+    start: int = 0,
+    x0: Tensor | None = None,
+    purpose: Purpose = "step",
+) -> Tensor:
+    """Run plain stochastic sampling from step ``start`` to the end.
+
+    ``x`` holds ``len(gens) * per`` rows, sample-major; rows of sample ``b`` draw from ``gens[b]``.
+    Returns the final samples (same shape as ``x``).
+    """
+    for i in range(start, sampler.num_steps):
+        if sampler.noise_scale(i) == 0.0:
+            x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner, purpose)
+            continue
+        if sampler.needs_x0 and x0 is None:
+            x0 = ledger(x, sampler.sigma(i), cond, owner, purpose)
+        x_det, sh, scale = sampler.pre(i, x, x0)
+        x_hat = x_det + scale * randn_like_rows(x, gens, per)
+        x0_hat = ledger(x_hat, sh, cond, owner, purpose)
+        x, x0 = sampler.post(i, x_hat, x0_hat, evaluator(ledger, cond, owner, purpose))
+    return x
+
+
+def base_trace(method: str, sampler: Sampler, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": TRACE_SCHEMA,
+        "method": method,
+        "sampler": sampler.describe(),
+        "params": params,
+        "steps": [],
+    }
+
+
+def finish(
+    method: str,
+    params: dict[str, Any],
+    x0: Tensor,
+    reward: Tensor,
+    ledger: Ledger,
+    traces: list[dict[str, Any]],
+    cond: Tensor | None,
+    t0: float,
+) -> SearchResult:
+    """Assemble a :class:`SearchResult`, closing each trace with its final reward and NFEs."""
+    summary = ledger.summary()
+    for b, tr in enumerate(traces):
+        tr["final_reward"] = float(reward[b])
+        tr["cond"] = None if cond is None else int(cond[b])
+        tr["nfe"] = {k: v[b] for k, v in summary.items()}
+    return SearchResult(
+        x0=x0,
+        reward=reward,
+        nfe=ledger.per_sample.clone(),
+        nfe_by_purpose={k: v for k, v in summary.items() if k != "reward_calls"},
+        reward_calls=ledger.reward_calls.clone(),
+        traces=traces,
+        method=method,
+        params=params,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def unit_directions(g: Tensor) -> Tensor:
+    """Normalise each row of ``g`` ``(M, *S)`` to unit Euclidean norm."""
+    flat = g.reshape(g.shape[0], -1)
+    return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).reshape(g.shape)
+
+
+def sqrt2d(x: Tensor) -> float:
+    """``sqrt(2 d)``, the typical distance between two ``N(0, I_d)`` draws."""
+    return math.sqrt(2.0 * x[0].numel())

@@ -1,0 +1,125 @@
+"""Protocols and plain records shared by samplers, searches, controllers and rewards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+TRACE_SCHEMA = "adaptive_tts.trace/1"
+
+
+class Denoiser(Protocol):
+    """``D(x, sigma, cond) -> x0_hat``: ``x`` ``(B, *S)``, ``sigma`` ``(B,)``, ``cond`` ``(B,)``."""
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor | None) -> Tensor: ...
+
+
+Reward = Callable[[Tensor, Tensor | None], Tensor]
+"""``r(x0, cond) -> (B,)`` on model-space samples ``x0`` ``(B, *S)``; higher is better."""
+
+
+@dataclass
+class Knobs:
+    """How much to search at one step.
+
+    Attributes:
+        n: candidates per iteration (same for the whole batch).
+        k: iterations per sample, ``(B,)`` long (0: no search at this step).
+        eps: exploration probability per sample, ``(B,)`` in [0, 1].
+        lam: neighbour radius scale (radius ``u sqrt(2d)``, ``u ~ U(0, lam)``).
+    """
+
+    n: int
+    k: Tensor
+    eps: Tensor
+    lam: float
+
+    def validate(self, batch: int) -> None:
+        if self.n < 1:
+            raise ValueError(f"n (candidates per iteration) must be >= 1, got {self.n}")
+        if self.k.shape != (batch,) or self.eps.shape != (batch,):
+            raise ValueError(f"knobs k and eps must have shape ({batch},)")
+        if (self.k < 0).any():
+            raise ValueError(f"k (iterations) must be >= 0, got {self.k.tolist()}")
+        if ((self.eps < 0) | (self.eps > 1)).any():
+            raise ValueError(f"eps must lie in [0, 1], got {self.eps.tolist()}")
+        if self.lam < 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+
+
+@dataclass
+class StepInfo:
+    """What a controller sees before a searchable step.
+
+    Attributes:
+        index: step index ``i`` (0 = noisiest); ``num_steps``: T.
+        sigma: ``sigma_i``; ``sigma_hat``: the level at which candidates are scored.
+        scores: one-step reward of each sample's first (pivot) draw at this step, ``(B,)``.
+        nfe: NFEs spent so far per sample, ``(B,)``.
+        cond: conditioning, ``(B,)`` or ``None``.
+    """
+
+    index: int
+    num_steps: int
+    sigma: float
+    sigma_hat: float
+    scores: Tensor
+    nfe: Tensor
+    cond: Tensor | None = None
+
+
+class Controller(Protocol):
+    """Decides the search knobs per step (see :mod:`controllers`)."""
+
+    def decide(self, step: StepInfo) -> Knobs: ...
+
+
+@dataclass
+class SearchResult:
+    """Outcome of one search over a batch of B samples.
+
+    Attributes:
+        x0: final samples, model space, ``(B, *S)``.
+        reward: final reward, ``(B,)``.
+        nfe: counted NFEs per sample, ``(B,)`` long.
+        nfe_by_purpose: per-sample counts split by purpose (``step``, ``score``, ``rollout``).
+        reward_calls: reward evaluations per sample, ``(B,)``.
+        traces: one JSON-ready trace per sample (schema :data:`TRACE_SCHEMA`).
+        method: method name; ``params``: its settings; ``seconds``: wall time.
+    """
+
+    x0: Tensor
+    reward: Tensor
+    nfe: Tensor
+    nfe_by_purpose: dict[str, list[int]]
+    reward_calls: Tensor
+    traces: list[dict[str, Any]]
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Batch means, JSON-ready."""
+        return {
+            "method": self.method,
+            "params": self.params,
+            "reward": float(self.reward.float().mean()),
+            "nfe": float(self.nfe.float().mean()),
+            "seconds": self.seconds,
+        }
+
+
+def as_cond(cond: Tensor | int | None, batch: int) -> Tensor | None:
+    """Normalise conditioning to ``(B,)`` long (or ``None``), checking the shape."""
+    if cond is None:
+        return None
+    t = torch.as_tensor(cond, dtype=torch.long)
+    if t.dim() == 0:
+        return t.expand(batch).clone()
+    if t.shape != (batch,):
+        raise ValueError(f"cond must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
+    return t

@@ -1,0 +1,1 @@
+"""Experiment scripts: training of the embedded model, benchmarks, configs and W&B logging."""
