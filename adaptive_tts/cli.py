@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from adaptive_tts.search import METHODS
 from adaptive_tts.tasks import TASKS
@@ -106,6 +107,102 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="full-budget searches; append traces to DIR (resumable)")
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--method", choices=["eps-greedy", "zero-order"], default="eps-greedy")
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--eps", type=float, default=0.4)
+    p.add_argument("--lam", type=float, default=0.15)
+    p.add_argument("--classes", type=int, nargs="*", default=None, help="prompts (default: all)")
+    p.add_argument("--seeds", type=int, nargs=2, default=[0, 8], metavar=("FIRST", "COUNT"))
+    p.add_argument("--sampler", choices=["heun", "euler", "ancestral"], default="heun")
+    p.add_argument("--steps", type=int, default=18)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from adaptive_tts.calibration import calibrate
+    from adaptive_tts.sampling import make_sampler
+    from adaptive_tts.tasks import build_task
+
+    task = build_task(args.task, device=args.device)
+    sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
+    classes = (
+        args.classes
+        if args.classes
+        else (list(range(task.num_classes)) if task.uses_prompt else [-1])
+    )
+    first, count = args.seeds
+    pairs = [(c, s) for c in classes for s in range(first, first + count)]
+    info = calibrate(
+        task,
+        args.method,
+        sampler,
+        pairs,
+        args.out,
+        batch=args.batch,
+        device=args.device,
+        n=args.n,
+        k=args.k,
+        eps=args.eps,
+        lam=args.lam,
+    )
+    print(json.dumps(info))
+    return 0
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit a controller on calibration traces; write schedule JSON")
+    p.add_argument("--controller", choices=["binomial", "gp", "gain", "budget"], required=True)
+    p.add_argument("--traces", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--mapping", choices=["eps", "ceil", "draw", "improve"], default="improve")
+    p.add_argument("--kernel", choices=["warp", "rbf"], default="warp")
+    p.add_argument("--budget", type=float, default=None, help="NFEs per sample (budget)")
+    p.add_argument("--k-mean", type=float, default=None, help="gain/budget: target mean K_t")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the statistics and the fit")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from adaptive_tts.calibration import load_traces
+    from adaptive_tts.sampling import sampler_from_description
+    from controllers.fitting import fit_controller
+
+    traces = load_traces(args.traces)
+    sampler = sampler_from_description(traces[0]["sampler"])
+    opts = {"k_mean": args.k_mean} if args.k_mean is not None else {}
+    ctrl = fit_controller(
+        args.controller,
+        traces,
+        mapping=args.mapping,
+        kernel=args.kernel,
+        budget=args.budget,
+        sampler=sampler,
+        **opts,
+    )
+    ctrl.save(args.out)
+    if args.plot is not None:
+        from controllers.plots import plot_controller
+
+        plot_controller(ctrl, traces, args.plot)
+    base: Any = getattr(ctrl, "base", ctrl)
+    print(
+        json.dumps(
+            {
+                "controller": base.kind,
+                "out": str(args.out),
+                "k": [s["k"] for s in base.steps],
+                "eps": [round(s["eps"], 3) for s in base.steps],
+            }
+        )
+    )
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compare the search methods on the default task")
     p.add_argument("--task", choices=sorted(TASKS), default="gmm-target")
@@ -128,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sample(sub)
     _add_demo(sub)
+    _add_calibrate(sub)
+    _add_fit(sub)
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        return cmd_calibrate(args)
+    if args.command == "fit":
+        return cmd_fit(args)
     if args.command == "sample":
         return cmd_sample(args)
     if args.command == "demo":

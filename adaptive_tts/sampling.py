@@ -219,3 +219,21 @@ def initial_noise(
     """``x_T = sigma_max * xi`` of shape ``(len(gens), *shape)``, one generator per sample."""
     xi = torch.stack([torch.randn(shape, generator=g) for g in gens])
     return (xi * sigma_max).to(device)
+
+
+def sampler_from_description(d: dict[str, Any]) -> Sampler:
+    """Rebuild a sampler from :meth:`Sampler.describe` output (traces and schedules store it)."""
+    sig = torch.tensor(d["sigmas"], dtype=torch.float64)
+    name = d.get("name", "")
+    if name in ("edm-heun", "edm-euler"):
+        return EDMSampler(
+            sigmas=sig,
+            method=name.removeprefix("edm-"),  # type: ignore[arg-type]
+            s_churn=float(d["s_churn"]),
+            s_min=float(d["s_min"]),
+            s_max=float(d["s_max"]),
+            s_noise=float(d["s_noise"]),
+        )
+    if name == "ancestral":
+        return AncestralSampler(sigmas=sig, eta=float(d["eta"]))
+    raise ValueError(f"unknown sampler description {name!r}")

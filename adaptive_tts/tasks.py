@@ -97,7 +97,7 @@ def _gmm_task(name: str, device: str) -> Task:
 def _mnist_task(name: str, device: str) -> Task:
     from adaptive_tts import models
 
-    net = models.load("mnist", device=device)
+    net: Any = models.load("mnist", device=device)
     reward_clf = models.load("mnist-reward-clf", device=device)
     eval_clf = models.load("mnist-eval-clf", device=device)
     to_image = net.to_image

@@ -61,6 +61,7 @@ class StepInfo:
         scores: one-step reward of each sample's first (pivot) draw at this step, ``(B,)``.
         nfe: NFEs spent so far per sample, ``(B,)``.
         cond: conditioning, ``(B,)`` or ``None``.
+        generators: the samples' generators (for controllers that draw, e.g. K_t ~ Bin).
     """
 
     index: int
@@ -70,6 +71,7 @@ class StepInfo:
     scores: Tensor
     nfe: Tensor
     cond: Tensor | None = None
+    generators: list[torch.Generator] | None = None
 
 
 class Controller(Protocol):

@@ -45,10 +45,17 @@ def save_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: object, path: str | os.PathLike[str], dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically (temp file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=dpi)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
     os.replace(tmp, path)
     return path

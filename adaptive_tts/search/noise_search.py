@@ -123,6 +123,7 @@ def eps_greedy(
             pivot_score.clone(),
             ledger.per_sample.clone(),
             cond,
+            gens,
         )
         knobs: Knobs = ctrl.decide(info)
         knobs.validate(b)
