@@ -203,6 +203,25 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run an experiment config (see experiments/configs)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-wandb", action="store_true")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from experiments.run import main as run_main
+
+    argv = [str(args.config), "--set", *args.overrides]
+    if args.out is not None:
+        argv += ["--out", str(args.out)]
+    if args.no_wandb:
+        argv.append("--no-wandb")
+    return run_main(argv)
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compare the search methods on the default task")
     p.add_argument("--task", choices=sorted(TASKS), default="gmm-target")
@@ -227,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_demo(sub)
     _add_calibrate(sub)
     _add_fit(sub)
+    _add_bench(sub)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return cmd_bench(args)
     if args.command == "calibrate":
         return cmd_calibrate(args)
     if args.command == "fit":

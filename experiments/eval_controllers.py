@@ -1,0 +1,212 @@
+"""Evaluate learned controllers against fixed eps-greedy and the baselines on held-out pairs.
+
+    python -m experiments.eval_controllers --task mnist-target --out experiments/results
+
+Steps: (1) calibrate full-budget eps-greedy (N=4, K=20) on calibration (prompt, seed) pairs;
+(2) fit every controller; (3) on held-out pairs never used in calibration, run naive, best-of-N
+at matched NFEs, fixed eps-greedy, the sigma window, constant K in {2, 4, 8}, and each learned
+controller; (4) write JSON (mean reward with 95% CI, counted NFEs, evaluation-classifier rate,
+ratios to fixed eps-greedy) and plots (reward vs NFEs, fitted p(t) and R(t) with bands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptive_tts.calibration import calibrate, load_traces
+from adaptive_tts.report import format_table, mean_ci
+from adaptive_tts.runner import run_method
+from adaptive_tts.sampling import make_sampler
+from adaptive_tts.tasks import build_task
+from controllers import FixedController, SigmaWindowController
+from controllers.binomial import fit_binomial
+from controllers.budget import BudgetController
+from controllers.gain import fit_gain
+from controllers.gp import fit_gp_controller
+from controllers.plots import plot_controller
+from controllers.stats import plot_stats, step_stats
+
+CAL = {"n": 4, "k": 20, "eps": 0.4, "lam": 0.15}
+
+
+def pairs_for(task: Any, seeds: range) -> list[tuple[int, int]]:
+    prompts = list(range(task.num_classes)) if task.uses_prompt else [-1]
+    return [(p, s) for s in seeds for p in prompts]
+
+
+def evaluate(
+    task: Any,
+    sampler: Any,
+    pairs: list[tuple[int, int]],
+    label: str,
+    method: str,
+    device: str,
+    batch: int,
+    **kw: Any,
+) -> dict[str, Any]:
+    rewards, nfes, hits = [], [], []
+    t0 = time.perf_counter()
+    for s in range(0, len(pairs), batch):
+        chunk = pairs[s : s + batch]
+        prompts = torch.tensor([p for p, _ in chunk])
+        res = run_method(task, method, sampler, [x for _, x in chunk], prompts, device=device, **kw)
+        ev = task.evaluate(res.x0, prompts)
+        rewards.append(res.reward)
+        nfes.append(res.nfe.float())
+        hits.append(ev.get("eval_hit", ev.get("eval_confidence")))
+    r, n, h = torch.cat(rewards), torch.cat(nfes), torch.cat(hits).float()
+    m, ci = mean_ci(r)
+    return {
+        "method": label,
+        "reward": m,
+        "ci95": ci,
+        "nfe": float(n.mean()),
+        "eval_rate": float(h.mean()),
+        "seconds": time.perf_counter() - t0,
+        "per_pair_reward": r.tolist(),
+    }
+
+
+def fit_all(stats: Any, sampler: Any, k_means: list[float]) -> dict[str, Any]:
+    ctrls: dict[str, Any] = {
+        "binomial-ceil": fit_binomial(stats, "ceil"),
+        "binomial-draw": fit_binomial(stats, "draw", bootstrap=0),
+        "binomial-eps": fit_binomial(stats, "eps", bootstrap=0),
+        "binomial-improve": fit_binomial(stats, "improve", bootstrap=0),
+        "gp-warp": fit_gp_controller(stats, kernel="warp"),
+    }
+    for km in k_means:
+        ctrls[f"gain(k_mean={km:g})"] = fit_gain(stats, k_mean=km)
+    return ctrls
+
+
+def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from adaptive_tts.viz import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for r in rows:
+        ax.errorbar(r["nfe"], r["reward"], yerr=r["ci95"], fmt="o", capsize=3)
+        ax.annotate(
+            r["method"],
+            (r["nfe"], r["reward"]),
+            fontsize=7,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("counted NFEs per sample")
+    ax.set_ylabel("mean final reward (95% CI)")
+    ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--task", default="mnist-target")
+    ap.add_argument("--out", type=Path, default=Path("experiments/results"))
+    ap.add_argument("--cal-seeds", type=int, default=4, help="calibration seeds per prompt")
+    ap.add_argument("--eval-seeds", type=int, default=7, help="held-out seeds per prompt")
+    ap.add_argument("--steps", type=int, default=18)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--k-means", type=float, nargs="*", default=[0.5, 1.0, 1.5, 2.0, 4.0])
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    task = build_task(args.task, device=args.device)
+    sampler = make_sampler("heun", args.steps, sigma_max=task.sigma_max)
+    out = args.out
+    cal_dir = out / f"calibration_{args.task}"
+    cal_pairs = pairs_for(task, range(10_000, 10_000 + args.cal_seeds))
+    eval_pairs = pairs_for(task, range(args.eval_seeds))
+    if not task.uses_prompt:  # one prompt: use more seeds for the same number of pairs
+        cal_pairs = pairs_for(task, range(10_000, 10_000 + 10 * args.cal_seeds))
+        eval_pairs = pairs_for(task, range(10 * args.eval_seeds))
+    assert not set(cal_pairs) & set(eval_pairs)
+    calibrate(
+        task, "eps-greedy", sampler, cal_pairs, cal_dir, batch=args.batch, device=args.device, **CAL
+    )
+    stats = step_stats(load_traces(cal_dir))
+    plot_stats(stats, str(out / f"stats_{args.task}.png"))
+    ctrls = fit_all(stats, sampler, args.k_means)
+    for name in ("binomial-ceil", "gp-warp", "gain(k_mean=1)"):
+        if name in ctrls:
+            plot_controller(
+                ctrls[name], None, str(out / f"fit_{name.split('(')[0]}_{args.task}.png")
+            )
+    full_nfe = sum(2 if sampler.sigma(i + 1) > 0 else 1 for i in range(sampler.num_steps))
+    ev = lambda label, method, **kw: evaluate(  # noqa: E731
+        task, sampler, eval_pairs, label, method, args.device, args.batch, **kw
+    )
+    rows = [
+        ev("naive", "naive"),
+        ev("eps-greedy(4,20)", "eps-greedy", **CAL),
+        ev("sigma-window", "eps-greedy", controller=SigmaWindowController()),
+    ]
+    for k in (2, 4, 8):
+        rows.append(ev(f"fixed K={k}", "eps-greedy", controller=FixedController(k=k)))
+    for name, c in ctrls.items():
+        rows.append(ev(name, "eps-greedy", controller=c))
+    gain_row = next(r for r in rows if r["method"] == "gain(k_mean=1.5)")
+    budget = round(gain_row["nfe"])
+    rows.append(
+        ev(
+            f"budget({budget})",
+            "eps-greedy",
+            controller=BudgetController(ctrls["gain(k_mean=1.5)"], budget, sampler),
+        )
+    )
+    ref = next(r for r in rows if r["method"] == "eps-greedy(4,20)")
+    n_match = max(1, round(gain_row["nfe"] / full_nfe))
+    rows.insert(1, ev(f"best-of-{n_match} (matched)", "best-of-n", n=n_match))
+    for r in rows:
+        r["reward_ratio"] = r["reward"] / ref["reward"] if ref["reward"] else float("nan")
+        r["nfe_ratio"] = r["nfe"] / ref["nfe"]
+    result = {
+        "task": args.task,
+        "sampler": sampler.describe(),
+        "calibration": CAL,
+        "calibration_pairs": len(cal_pairs),
+        "heldout_pairs": len(eval_pairs),
+        "schedules": {k: [s["k"] for s in c.steps] for k, c in ctrls.items()},
+        "step_stats": stats.summary(),
+        "rows": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"controllers_{args.task}.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out / f"controllers_{args.task}.json")
+    plot_frontier(
+        rows,
+        out / f"frontier_{args.task}.png",
+        f"{args.task}: reward vs counted NFEs ({len(eval_pairs)} held-out pairs)",
+    )
+    table = [
+        {
+            "method": r["method"],
+            "reward": f"{r['reward']:.4f} ± {r['ci95']:.4f}",
+            "NFEs": f"{r['nfe']:.0f}",
+            "reward ratio": f"{r['reward_ratio']:.3f}",
+            "NFE ratio": f"{r['nfe_ratio']:.3f}",
+            "eval": f"{r['eval_rate']:.3f}",
+        }
+        for r in rows
+    ]
+    print(format_table(table, list(table[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

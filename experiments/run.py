@@ -1,0 +1,244 @@
+"""One runner for every experiment config (Table 1, scaling curves, controller ablations,
+EACPS / EvoSearch comparisons):
+
+    python -m experiments.run experiments/configs/table1.yaml --set task=mnist-brightness
+    adaptive-tts bench experiments/configs/table1.yaml --no-wandb
+    accelerate launch --multi_gpu --num_processes 2 -m experiments.run CONFIG   # sharded
+    torchrun --nproc_per_node 2 -m experiments.run CONFIG                      # the same
+
+(accelerate 1.15's ``--cpu`` flag starts a single process; on a machine without GPUs the
+``--multi_gpu`` launcher above runs the processes on the CPU over gloo.)
+
+Results land in the run directory as ``results.json`` and ``results.csv`` whether or not W&B is
+on; with W&B on (offline unless ``WANDB_MODE`` is set) the same go to one W&B group per config.
+Sharded runs give the same per-pair results as a single process (per-sample generators).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptive_tts.calibration import calibrate, load_traces
+from adaptive_tts.report import format_table, mean_ci
+from adaptive_tts.runner import run_method
+from adaptive_tts.sampling import make_sampler
+from adaptive_tts.tasks import build_task
+from experiments.config import expand_methods, load_config
+
+
+class Dist:
+    """Process rank/world through accelerate when launched distributed, else single-process."""
+
+    def __init__(self) -> None:
+        self.state: Any = None
+        self.rank, self.world = 0, 1
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU
+            self.rank, self.world = self.state.process_index, self.state.num_processes
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def gather(self, items: list[Any]) -> list[Any]:
+        if self.state is None:
+            return items
+        from accelerate.utils import gather_object
+
+        return list(gather_object(items))
+
+
+def build_controller(spec: dict[str, Any] | None, traces_dir: Path | None, sampler: Any) -> Any:
+    """A controller from a config entry: fixed | window | binomial | gp | gain | budget."""
+    if spec is None:
+        return None
+    from controllers import FixedController, SigmaWindowController
+    from controllers.fitting import fit_controller
+
+    spec = dict(spec)
+    kind = spec.pop("kind")
+    if kind == "fixed":
+        return FixedController(**spec)
+    if kind == "window":
+        return SigmaWindowController(**spec)
+    if traces_dir is None:
+        raise ValueError(f"controller {kind!r} needs a 'calibration' section in the config")
+    return fit_controller(kind, load_traces(traces_dir), sampler=sampler, **spec)
+
+
+def run_experiment(
+    cfg: dict[str, Any], out: Path, wandb_on: bool = True, progress: bool = True
+) -> dict[str, Any]:
+    """Run every method of ``cfg`` on its (prompt, seed) pairs; write results into ``out``."""
+    from tqdm.auto import tqdm
+
+    dist = Dist()
+    task = build_task(cfg["task"], device=cfg["device"])
+    sc = cfg["sampler"]
+    sampler = make_sampler(sc["name"], int(sc["steps"]), sigma_max=task.sigma_max)
+    prompts = cfg["pairs"]["prompts"]
+    if prompts is None:
+        prompts = list(range(task.num_classes)) if task.uses_prompt else [-1]
+    first, count = cfg["pairs"]["seeds"]
+    pairs = [(int(p), int(s)) for s in range(first, first + count) for p in prompts]
+    mine = pairs[dist.rank :: dist.world]
+    out.mkdir(parents=True, exist_ok=True)
+    traces_dir = None
+    if cfg["calibration"]:
+        cal = dict(cfg["calibration"])
+        c_first, c_count = cal.pop("seeds")
+        traces_dir = Path(cal.pop("dir", out / "calibration"))
+        cal_pairs = [(p, s) for s in range(c_first, c_first + c_count) for p in prompts]
+        if set(cal_pairs) & set(pairs):
+            raise ValueError("calibration seeds overlap the evaluation seeds")
+        if dist.main:
+            calibrate(
+                task,
+                "eps-greedy",
+                sampler,
+                cal_pairs,
+                traces_dir,
+                batch=cfg["batch"],
+                device=cfg["device"],
+                progress=progress,
+                **cal,
+            )
+        dist.barrier()
+    records: list[dict[str, Any]] = []
+    best_images: dict[str, torch.Tensor] = {}
+    runs = expand_methods(cfg)
+    for run in tqdm(runs, desc=cfg["name"], disable=not (progress and dist.main)):
+        kw = {k: v for k, v in run.items() if k not in ("label", "method", "controller", "group")}
+        kw["controller"] = build_controller(run.get("controller"), traces_dir, sampler)
+        for s in range(0, len(mine), cfg["batch"]):
+            chunk = mine[s : s + cfg["batch"]]
+            pr = torch.tensor([p for p, _ in chunk])
+            t0 = time.perf_counter()
+            res = run_method(
+                task, run["method"], sampler, [x for _, x in chunk], pr, device=cfg["device"], **kw
+            )
+            sec = (time.perf_counter() - t0) / len(chunk)
+            ev = task.evaluate(res.x0, pr)
+            hit = ev.get("eval_hit", ev.get("eval_confidence", torch.zeros(len(chunk))))
+            for j, (p, seed) in enumerate(chunk):
+                records.append(
+                    {
+                        "label": run["label"],
+                        "group": run.get("group", ""),
+                        "method": run["method"],
+                        "prompt": p,
+                        "seed": seed,
+                        "reward": float(res.reward[j]),
+                        "nfe": int(res.nfe[j]),
+                        "eval": float(hit[j]),
+                        "seconds": sec,
+                    }
+                )
+            top = res.reward.argsort(descending=True)[:8]
+            best_images[run["label"]] = task.to_image(res.x0[top]).cpu()
+    records = dist.gather(records)
+    if not dist.main:
+        return {}
+    order = {pair: i for i, pair in enumerate(pairs)}
+    records.sort(
+        key=lambda r: (
+            [x["label"] for x in runs].index(r["label"]),
+            order[(r["prompt"], r["seed"])],
+        )
+    )
+    rows = summarise(records, runs)
+    result = {
+        "config": cfg,
+        "pairs": len(pairs),
+        "processes": dist.world,
+        "rows": rows,
+        "records": records,
+    }
+    write_results(result, out)
+    if wandb_on and cfg["wandb"].get("enabled", True):
+        from experiments.wandb_log import log_experiment
+
+        log_experiment(cfg, result, out, best_images)
+    return result
+
+
+def summarise(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        rs = [r for r in records if r["label"] == run["label"]]
+        m, ci = mean_ci([r["reward"] for r in rs])
+        rows.append(
+            {
+                "label": run["label"],
+                "group": run.get("group", ""),
+                "method": run["method"],
+                "reward": m,
+                "ci95": ci,
+                "nfe": sum(r["nfe"] for r in rs) / len(rs),
+                "eval_rate": sum(r["eval"] for r in rs) / len(rs),
+                "seconds_per_sample": sum(r["seconds"] for r in rs) / len(rs),
+                "n": len(rs),
+            }
+        )
+    return rows
+
+
+def write_results(result: dict[str, Any], out: Path) -> None:
+    """``results.json`` and ``results.csv`` (per-pair records), each written atomically."""
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out / "results.json")
+    tmp = out / "results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(result["records"][0]))
+        w.writeheader()
+        w.writerows(result["records"])
+    os.replace(tmp, out / "results.csv")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    shown = [
+        {
+            "method": r["label"],
+            "reward (95% CI)": f"{r['reward']:.4f} ± {r['ci95']:.4f}",
+            "NFEs": f"{r['nfe']:.0f}",
+            "eval": f"{r['eval_rate']:.3f}",
+            "s/sample": f"{r['seconds_per_sample']:.3f}",
+        }
+        for r in rows
+    ]
+    return format_table(shown, list(shown[0]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("config", type=Path)
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", type=Path, default=None, help="run directory (default runs/NAME)")
+    ap.add_argument("--no-wandb", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / cfg["name"]
+    result = run_experiment(cfg, out, wandb_on=not args.no_wandb)
+    if result:
+        print(table(result["rows"]))
+        print(f"results: {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

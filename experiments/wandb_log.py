@@ -1,0 +1,67 @@
+"""Weights & Biases logging of an experiment: config, per-method metrics, a table of per-pair
+results, images of the best samples, the reward-vs-NFE plot; one W&B group per config.
+
+W&B runs offline unless ``WANDB_MODE`` is already set (sync later with ``wandb sync DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def log_experiment(
+    cfg: dict[str, Any], result: dict[str, Any], out: Path, images: dict[str, torch.Tensor]
+) -> str:
+    """Log ``result`` to one W&B run in group ``cfg.wandb.group`` (default: the config name);
+    returns the local run directory."""
+    wcfg = cfg.get("wandb", {})
+    mode = wcfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    os.environ["WANDB_MODE"] = mode
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    from experiments.plots import plot_reward_vs_nfe
+
+    run = wandb.init(
+        project=wcfg.get("project", "adaptive-tts"),
+        group=wcfg.get("group") or cfg["name"],
+        name=cfg["name"],
+        config=cfg,
+        dir=str(out),
+        mode=mode,
+        reinit="finish_previous",
+    )
+    for i, row in enumerate(result["rows"]):
+        run.log(
+            {
+                "step": i,
+                **{f"{row['label']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))},
+            }
+        )
+    summary = wandb.Table(
+        columns=list(result["rows"][0]), data=[list(r.values()) for r in result["rows"]]
+    )
+    per_pair = wandb.Table(
+        columns=list(result["records"][0]), data=[list(r.values()) for r in result["records"]]
+    )
+    plot = plot_reward_vs_nfe(result["rows"], out / "reward_vs_nfe.png", cfg["name"])
+    log: dict[str, Any] = {
+        "summary": summary,
+        "per_pair": per_pair,
+        "reward_vs_nfe": wandb.Image(str(plot)),
+    }
+    for label, imgs in images.items():
+        if imgs.dim() != 4:  # not image-shaped (e.g. the vector mixture)
+            continue
+        log[f"best/{label}"] = [wandb.Image(im.permute(1, 2, 0).squeeze(-1).numpy()) for im in imgs]
+    run.log(log)
+    for name in ("fit_binomial.png", "fit_gp.png", "stats.png"):
+        if (out / name).exists():
+            run.log({name.removesuffix(".png"): wandb.Image(str(out / name))})
+    run_dir = str(run.dir)
+    run.finish()
+    return run_dir
