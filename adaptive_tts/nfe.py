@@ -55,6 +55,11 @@ class Ledger:
         """Evaluate ``D`` on rows ``x`` ``(M, ...)`` owned by samples ``owner`` ``(M,)``.
 
         ``sigma`` is a float or ``(M,)``; ``cond`` is ``(M,)`` or ``None``. Returns ``(M, ...)``.
+        Rows go to the network in chunks of at most ``max_batch``; when a chunk raises
+        ``torch.cuda.OutOfMemoryError`` the chunk size is halved (down to 1) and the chunk is
+        retried, and the smaller size is kept for later calls. Each row's output is computed from
+        that row alone, so the result does not depend on the chunking; only successful
+        invocations count in :attr:`network_calls`, NFEs are charged once per row.
         """
         m = x.shape[0]
         if owner.shape != (m,):
@@ -63,12 +68,27 @@ class Ledger:
             return x.clone()
         sig = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sig = sig.expand(m) if sig.numel() == 1 else sig
-        step = self.max_batch or m
+        cap: int | None = getattr(self, "_oom_cap", None)  # learnt from an earlier OOM
+        step = min(self.max_batch or m, cap or m)
         outs = []
-        for s in range(0, m, step):
+        s = 0
+        while s < m:
             c = None if cond is None else cond[s : s + step]
-            with torch.no_grad():
-                outs.append(self.denoiser(x[s : s + step], sig[s : s + step], c))
+            try:
+                with torch.no_grad():
+                    out = self.denoiser(x[s : s + step], sig[s : s + step], c)
+            except torch.cuda.OutOfMemoryError:
+                if step == 1:
+                    raise
+                out = None
+            if out is None:  # outside the handler, so the failed call's frames are freed
+                step = max(1, min(step, m - s) // 2)
+                self._oom_cap = step
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            outs.append(out)
+            s += min(step, m - s)
             self.network_calls += 1
         self.counts[purpose].index_add_(
             0, owner.cpu(), torch.full((m,), self.nfe_per_call, dtype=torch.long)

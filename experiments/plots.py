@@ -19,7 +19,7 @@ def plot_reward_vs_nfe(rows: list[dict[str, Any]], path: Path, title: str) -> Pa
     for r in rows:
         ax.errorbar(r["nfe"], r["reward"], yerr=r["ci95"], fmt="o", capsize=3)
         ax.annotate(
-            r.get("label", r.get("method")),
+            str(r.get("label", r.get("method"))),
             (r["nfe"], r["reward"]),
             fontsize=7,
             xytext=(4, 2),

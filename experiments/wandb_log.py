@@ -19,7 +19,7 @@ def log_experiment(
     """Log ``result`` to one W&B run in group ``cfg.wandb.group`` (default: the config name);
     returns the local run directory."""
     wcfg = cfg.get("wandb", {})
-    mode = wcfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    mode: Any = wcfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
     os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb

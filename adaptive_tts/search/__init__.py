@@ -5,6 +5,8 @@ method(denoiser, sampler, x_T, *, cond, reward, generator, ...) -> SearchResult
 
 from adaptive_tts.search.baselines import best_of_n, naive
 from adaptive_tts.search.beam import beam
+from adaptive_tts.search.eacps import eacps
+from adaptive_tts.search.evosearch import evosearch
 from adaptive_tts.search.mcts import mcts
 from adaptive_tts.search.noise_search import eps_greedy, zero_order
 
@@ -15,6 +17,18 @@ METHODS = {
     "mcts": mcts,
     "zero-order": zero_order,
     "eps-greedy": eps_greedy,
+    "eacps": eacps,
+    "evosearch": evosearch,
 }
 
-__all__ = ["METHODS", "beam", "best_of_n", "eps_greedy", "mcts", "naive", "zero_order"]
+__all__ = [
+    "METHODS",
+    "beam",
+    "best_of_n",
+    "eacps",
+    "eps_greedy",
+    "evosearch",
+    "mcts",
+    "naive",
+    "zero_order",
+]
