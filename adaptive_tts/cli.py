@@ -223,19 +223,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="compare the search methods on the default task")
-    p.add_argument("--task", choices=sorted(TASKS), default="gmm-target")
-    p.add_argument("--seeds", type=int, default=8)
+    p = sub.add_parser("demo", help="calibrate, fit controllers, compare on held-out pairs")
+    p.add_argument("--task", choices=sorted(TASKS), default=None, help="default: mnist-target")
+    p.add_argument("--seeds", type=int, default=None, help="held-out seeds per class (default 2)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--wandb", action="store_true", help="also log to W&B (offline by default)")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from adaptive_tts.demo import pretty, run_demo
+    from adaptive_tts.demo import run_demo
+    from experiments.run import table
 
-    rows = run_demo(args.task, args.out, args.seeds, device=args.device)
-    print(pretty(rows))
-    print(f"results: {args.out / 'results.json'}")
+    result = run_demo(
+        args.out,
+        task=args.task,
+        device=args.device,
+        seeds=args.seeds,
+        wandb=args.wandb,
+        overrides=args.overrides,
+    )
+    print(table(result["rows"]))
+    print(
+        f"run directory: {args.out} (results.json, results.csv, reward_vs_nfe.png, "
+        "samples.png, schedule_*.json, fit_*.png)"
+    )
     return 0
 
 

@@ -45,7 +45,13 @@ def plot_controller(
         ax[0].fill_between(sig, m - 2 * s, m + 2 * s, alpha=0.3, label="+-2 sd")
         ax[0].plot(sig, d["reliability"], "s--", label="reliability rel(t)")
         ax[0].set_title("one-step reward reliability R(t)")
-    ax[0].legend(fontsize=7)
+    elif "gain_k1" in d:
+        ax[0].plot(sig, d["gain_k1"], "o-", label="mean one-step gain of iteration 1")
+        ax[0].plot(sig, d["weight"], "s--", label="weight w(t) (rank agreement)")
+        ax[0].set_yscale("symlog", linthresh=1e-3)
+        ax[0].set_title("gain controller inputs")
+    if ax[0].get_legend_handles_labels()[0]:
+        ax[0].legend(fontsize=7)
     ks = [s["k"] for s in base.steps]
     ax[1].bar(range(len(ks)), ks, color="tab:blue", label="K_t")
     ax2 = ax[1].twinx()

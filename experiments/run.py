@@ -124,6 +124,12 @@ def run_experiment(
     for run in tqdm(runs, desc=cfg["name"], disable=not (progress and dist.main)):
         kw = {k: v for k, v in run.items() if k not in ("label", "method", "controller", "group")}
         kw["controller"] = build_controller(run.get("controller"), traces_dir, sampler)
+        if (
+            dist.main
+            and hasattr(kw["controller"], "save")
+            and (run.get("controller") or {}).get("kind") not in ("fixed", "window")
+        ):
+            save_schedule(kw["controller"], out, run["label"])
         for s in range(0, len(mine), cfg["batch"]):
             chunk = mine[s : s + cfg["batch"]]
             pr = torch.tensor([p for p, _ in chunk])
@@ -169,11 +175,43 @@ def run_experiment(
         "records": records,
     }
     write_results(result, out)
+    from experiments.plots import plot_reward_vs_nfe
+
+    plot_reward_vs_nfe(rows, out / "reward_vs_nfe.png", f"{cfg['name']}: {cfg['task']}")
+    save_samples(best_images, out / "samples.png")
     if wandb_on and cfg["wandb"].get("enabled", True):
         from experiments.wandb_log import log_experiment
 
         log_experiment(cfg, result, out, best_images)
     return result
+
+
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")
+
+
+def save_schedule(ctrl: Any, out: Path, label: str) -> None:
+    """Keep a fitted controller's JSON and a plot of its fit in the run directory."""
+    from controllers.plots import plot_controller
+
+    ctrl.save(str(out / f"schedule_{slug(label)}.json"))
+    plot_controller(ctrl, None, str(out / f"fit_{slug(label)}.png"))
+
+
+def save_samples(images: dict[str, torch.Tensor], path: Path) -> Path | None:
+    """One row of best samples per method (image-shaped tasks only)."""
+    from adaptive_tts.viz import save_grid
+
+    rows = {k: v for k, v in images.items() if v.dim() == 4}
+    if not rows:
+        return None
+    width = max(v.shape[0] for v in rows.values())
+    imgs, labels = [], []
+    for k, v in rows.items():
+        for j in range(width):
+            imgs.append(v[min(j, v.shape[0] - 1)])
+            labels.append(k if j == 0 else "")
+    return save_grid(torch.stack(imgs), path, labels=labels, ncol=width)
 
 
 def summarise(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -48,7 +48,9 @@ def log_experiment(
     per_pair = wandb.Table(
         columns=list(result["records"][0]), data=[list(r.values()) for r in result["records"]]
     )
-    plot = plot_reward_vs_nfe(result["rows"], out / "reward_vs_nfe.png", cfg["name"])
+    plot = out / "reward_vs_nfe.png"
+    if not plot.exists():
+        plot = plot_reward_vs_nfe(result["rows"], plot, cfg["name"])
     log: dict[str, Any] = {
         "summary": summary,
         "per_pair": per_pair,
@@ -59,9 +61,8 @@ def log_experiment(
             continue
         log[f"best/{label}"] = [wandb.Image(im.permute(1, 2, 0).squeeze(-1).numpy()) for im in imgs]
     run.log(log)
-    for name in ("fit_binomial.png", "fit_gp.png", "stats.png"):
-        if (out / name).exists():
-            run.log({name.removesuffix(".png"): wandb.Image(str(out / name))})
+    for png in sorted(out.glob("fit_*.png")) + sorted(out.glob("samples.png")):
+        run.log({png.stem: wandb.Image(str(png))})
     run_dir = str(run.dir)
     run.finish()
     return run_dir
