@@ -201,23 +201,27 @@ def make_sampler(
 
 def randn_like_rows(template: Tensor, gens: list[torch.Generator], per: int = 1) -> Tensor:
     """Draw ``(len(gens) * per, *template.shape[1:])`` standard normals, row block ``b`` from
-    ``gens[b]`` (CPU generators, so a sample's noise never depends on the rest of the batch)."""
+    ``gens[b]`` on that generator's device (a sample's noise never depends on the rest of the
+    batch)."""
     shape = (per, *template.shape[1:])
-    out = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
+    out = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in gens])
     return out.reshape(-1, *template.shape[1:]).to(device=template.device, dtype=template.dtype)
 
 
-def make_generators(seeds: list[int] | int) -> list[torch.Generator]:
-    """One seeded CPU generator per sample."""
+def make_generators(
+    seeds: list[int] | int, device: str | torch.device = "cpu"
+) -> list[torch.Generator]:
+    """One seeded generator per sample (CPU by default: bit-reproducible across machines; a
+    CUDA generator keeps the draws on the GPU)."""
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 def initial_noise(
     shape: tuple[int, ...], gens: list[torch.Generator], sigma_max: float, device: str = "cpu"
 ) -> Tensor:
     """``x_T = sigma_max * xi`` of shape ``(len(gens), *shape)``, one generator per sample."""
-    xi = torch.stack([torch.randn(shape, generator=g) for g in gens])
+    xi = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in gens])
     return (xi * sigma_max).to(device)
 
 

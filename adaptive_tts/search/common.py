@@ -171,7 +171,7 @@ def finish(
 
 def unit_directions(g: Tensor) -> Tensor:
     """Normalise each row of ``g`` ``(M, *S)`` to unit Euclidean norm."""
-    flat = g.reshape(g.shape[0], -1)
+    flat = g.flatten(1)
     return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).reshape(g.shape)
 
 

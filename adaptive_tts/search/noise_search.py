@@ -34,22 +34,28 @@ from adaptive_tts.search.common import (
 from adaptive_tts.types import Controller, Knobs, Reward, SearchResult, StepInfo
 
 
-def _draw(
-    pivot: Tensor, n: int, eps: float, lam: float, g: torch.Generator, radius: float
-) -> tuple[Tensor, Tensor]:
-    """``n`` candidates around ``pivot`` ``(*S)`` for one sample: ``((n, *S), explore (n,))``.
+def _draw_step(
+    k: int,
+    n: int,
+    eps: float,
+    lam: float,
+    g: torch.Generator,
+    shape: tuple[int, ...],
+    radius: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """All random draws of one sample's ``k`` iterations at a step, in a fixed order.
 
-    The draw order is fixed (explore flags, fresh draws, directions, radii) so results do not
-    depend on ``eps`` through the random stream."""
-    shape = (n, *pivot.shape)
-    explore = torch.rand(n, generator=g) < eps
-    fresh = torch.randn(shape, generator=g)
-    direction = unit_directions(torch.randn(shape, generator=g))
-    u = torch.rand(n, generator=g) * lam
-    p = pivot.detach().cpu().float()
-    neighbour = p[None] + (u * radius).view(-1, *([1] * p.dim())) * direction
-    mask = explore.view(-1, *([1] * p.dim()))
-    return torch.where(mask, fresh, neighbour).to(pivot.device, pivot.dtype), explore
+    Returns ``explore`` ``(k, n)`` bool, ``fresh`` ``(k, n, *S)`` N(0, I) draws and ``offset``
+    ``(k, n, *S)`` neighbour displacements ``u sqrt(2d) g / |g|`` (``u ~ U(0, lam)``), on the
+    generator's device. Neighbours are ``pivot + offset`` with the pivot current at that
+    iteration."""
+    dev = g.device
+    explore = torch.rand((k, n), generator=g, device=dev) < eps
+    fresh = torch.randn((k, n, *shape), generator=g, device=dev)
+    direction = unit_directions(torch.randn((k * n, *shape), generator=g, device=dev))
+    u = torch.rand(k * n, generator=g, device=dev) * lam
+    offset = (u * radius).view(-1, *([1] * len(shape))) * direction
+    return explore, fresh, offset.view(k, n, *shape)
 
 
 def _controller(
@@ -144,36 +150,57 @@ def eps_greedy(
             }
             for j in range(b)
         ]
-        for it in range(int(knobs.k.max()) if b else 0):
-            act = torch.nonzero(knobs.k > it).flatten()
+        kmax = int(knobs.k.max()) if b else 0
+        shape = tuple(x.shape[1:])
+        hist_i = torch.zeros(kmax, b, dtype=torch.bool)
+        hist_j = torch.zeros(kmax, b, dtype=torch.bool)
+        hist_s = torch.zeros(kmax, b)
+        hist_e = torch.zeros(kmax, b, dtype=torch.long)
+        if kmax > 0:
             draws = [
-                _draw(pivot[j], knobs.n, float(knobs.eps[j]), knobs.lam, gens[j], radius)
-                for j in act.tolist()
+                _draw_step(
+                    int(knobs.k[j]), knobs.n, float(knobs.eps[j]), knobs.lam, gens[j], shape, radius
+                )
+                for j in range(b)
             ]
-            cand = torch.cat([d[0] for d in draws])
-            explore = torch.stack([d[1] for d in draws])  # (A, n)
+            pad = lambda t: torch.cat([t, t.new_zeros(kmax - t.shape[0], *t.shape[1:])])  # noqa: E731
+            explore = torch.stack([pad(d[0]) for d in draws]).to(x.device)  # (B, K, n)
+            fresh = torch.stack([pad(d[1]) for d in draws]).to(x.device, x.dtype)
+            offset = torch.stack([pad(d[2]) for d in draws]).to(x.device, x.dtype)
+        for it in range(kmax):
+            act = torch.nonzero(knobs.k > it).flatten()
+            a_dev = act.to(x.device)
+            ex = explore[a_dev, it]  # (A, n)
+            mask = ex.view(*ex.shape, *([1] * len(shape)))
+            cand = torch.where(mask, fresh[a_dev, it], pivot[a_dev, None] + offset[a_dev, it])
+            cand = cand.reshape(-1, *shape)  # (A * n, *S)
             own = rep(act, knobs.n)
-            assert own is not None
-            c_act = None if cond is None else cond[act]
+            c_act = None if cond is None else cond[a_dev]
             x0c = ledger(
-                rep(x_det[act], knobs.n) + scale * cand, sh, rep(c_act, knobs.n), own, "score"
+                rep(x_det[a_dev], knobs.n) + scale * cand, sh, rep(c_act, knobs.n), own, "score"
             )
             sc = score(x0c, rep(c_act, knobs.n), own).view(len(act), knobs.n)
-            best = sc.argmax(1)
-            for a, j in enumerate(act.tolist()):
-                r = a * knobs.n + int(best[a])
-                improved = bool(sc[a, best[a]] > pivot_score[j])
-                if improved:
-                    pivot[j], pivot_x0[j], pivot_score[j] = cand[r], x0c[r], sc[a, best[a]]
-                steps[j]["iters"].append(
-                    {
-                        "I": int(improved and bool(explore[a, best[a]])),
-                        "J": int(improved),
-                        "score": float(pivot_score[j]),
-                        "n_explore": int(explore[a].sum()),
-                    }
-                )
+            best_sc, best = sc.max(1)
+            improved = best_sc > pivot_score[act]
+            win = improved & ex.cpu()[torch.arange(len(act)), best]
+            up, rows = act[improved], (torch.arange(len(act)) * knobs.n + best)[improved]
+            if len(up):
+                pivot[up.to(x.device)] = cand[rows.to(x.device)]
+                pivot_x0[up.to(x.device)] = x0c[rows.to(x.device)]
+                pivot_score[up] = best_sc[improved]
+            hist_i[it, act], hist_j[it, act] = win, improved
+            hist_s[it, act] = pivot_score[act]
+            hist_e[it, act] = ex.sum(1).cpu()
         for j in range(b):
+            steps[j]["iters"] = [
+                {
+                    "I": int(hist_i[t, j]),
+                    "J": int(hist_j[t, j]),
+                    "score": float(hist_s[t, j]),
+                    "n_explore": int(hist_e[t, j]),
+                }
+                for t in range(int(knobs.k[j]))
+            ]
             steps[j]["one_step_reward"] = float(pivot_score[j])
             traces[j]["steps"].append(steps[j])
         x_hat = x_det + scale * pivot

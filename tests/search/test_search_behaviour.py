@@ -92,7 +92,7 @@ def test_quality_ordering_on_closed_form_reward() -> None:
     """eps-greedy > zero-order > best-of-N > naive on a classifier-like closed-form reward
     (posterior probability of mixture component 0), 96 seeds, gaps beyond 3 standard errors."""
     torch.set_num_threads(1)
-    gmm = make_gmm(dim=4, spread=0.7, std=0.5, seed=0)
+    gmm = make_gmm(dim=6, spread=0.8, std=0.5, seed=0)
 
     def p_component0(x, cond=None):
         lp = gmm.component_log_prob(x) + gmm.log_w
@@ -102,8 +102,8 @@ def test_quality_ordering_on_closed_form_reward() -> None:
     kw = {
         "naive": {},
         "best-of-n": {"n": 4},
-        "zero-order": {"n": 4, "k": 10},
-        "eps-greedy": {"n": 4, "k": 10},
+        "zero-order": {"n": 4, "k": 8, "lam": 0.1},
+        "eps-greedy": {"n": 4, "k": 8, "lam": 0.1},
     }
     r = {m: run(m, gmm, p_component0, seeds, steps=10, **kw[m]).reward.double() for m in kw}
     order = ["eps-greedy", "zero-order", "best-of-n", "naive"]
