@@ -141,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     stats = step_stats(load_traces(cal_dir))
     plot_stats(stats, str(out / f"stats_{args.task}.png"))
     ctrls = fit_all(stats, sampler, args.k_means)
+    for name, c in ctrls.items():
+        c.save(
+            out
+            / f"schedules_{args.task}"
+            / f"{name.replace('(', '_').replace(')', '').replace('=', '')}.json"
+        )
     for name in ("binomial-ceil", "gp-warp", "gain(k_mean=1)"):
         if name in ctrls:
             plot_controller(
@@ -160,14 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, c in ctrls.items():
         rows.append(ev(name, "eps-greedy", controller=c))
     gain_row = next(r for r in rows if r["method"] == "gain(k_mean=1.5)")
-    budget = round(gain_row["nfe"])
-    rows.append(
-        ev(
-            f"budget({budget})",
-            "eps-greedy",
-            controller=BudgetController(ctrls["gain(k_mean=1.5)"], budget, sampler),
-        )
-    )
+    ref_nfe = next(r for r in rows if r["method"] == "eps-greedy(4,20)")["nfe"]
+    base = ctrls.get("gain(k_mean=2)", ctrls["gain(k_mean=1.5)"])
+    for budget in sorted({round(gain_row["nfe"]), round(0.1 * ref_nfe)}):
+        ctrl = BudgetController(base, budget, sampler)
+        rows.append(ev(f"budget({budget})", "eps-greedy", controller=ctrl))
     ref = next(r for r in rows if r["method"] == "eps-greedy(4,20)")
     n_match = max(1, round(gain_row["nfe"] / full_nfe))
     rows.insert(1, ev(f"best-of-{n_match} (matched)", "best-of-n", n=n_match))
