@@ -2,7 +2,8 @@
 
 For each step t and iteration k, the mean one-step gain of the pivot score ``g(t, k)``
 (``E[score_k - score_{k-1}]``, diminishing in k) is weighted by how well the one-step reward at t
-predicts the final reward (``w(t)`` = rank agreement of ``r_hat_t`` with ``r_0``, clipped at 0).
+predicts the final reward (``w(t)`` = rank agreement of ``r_hat_t`` with ``r_0``, clipped at 0;
+``w = 1`` when the calibration's final rewards have no spread, e.g. all saturated at 1).
 Iterations are granted greedily by value ``w(t) g(t, k)`` until the mean ``K_t`` reaches
 ``k_mean``; so ``K_t = #{k : w(t) g(t, k) >= threshold}``. Steps whose value is never above the
 threshold get ``K_t = 0`` (their single pivot draw is the plain step).
@@ -29,7 +30,10 @@ def fit_gain(
         raise ValueError(f"weight must be 'rank' or 'none', got {weight!r}")
     g = np.clip(stats.gains.mean(0), 0, None)[:, :k_cal]  # (S, K)
     g = np.minimum.accumulate(g, axis=1)  # enforce diminishing returns
-    w = np.clip(stats.rank_agreement(), 0, None) if weight == "rank" else np.ones(len(stats.sigma))
+    if weight == "rank" and np.ptp(stats.final) > 0:
+        w = np.clip(stats.rank_agreement(), 0, None)
+    else:  # no weight asked for, or final rewards without spread (saturated): rank is undefined
+        w = np.ones(len(stats.sigma))
     value = w[:, None] * g
     s = len(stats.sigma)
     n_grant = int(round(k_mean * s))
