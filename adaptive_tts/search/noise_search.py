@@ -163,7 +163,10 @@ def eps_greedy(
                 )
                 for j in range(b)
             ]
-            pad = lambda t: torch.cat([t, t.new_zeros(kmax - t.shape[0], *t.shape[1:])])  # noqa: E731
+
+            def pad(t: Tensor, kmax: int = kmax) -> Tensor:
+                return torch.cat([t, t.new_zeros(kmax - t.shape[0], *t.shape[1:])])
+
             explore = torch.stack([pad(d[0]) for d in draws]).to(x.device)  # (B, K, n)
             fresh = torch.stack([pad(d[1]) for d in draws]).to(x.device, x.dtype)
             offset = torch.stack([pad(d[2]) for d in draws]).to(x.device, x.dtype)
