@@ -43,6 +43,21 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-width", dest="width", type=int, default=None)
     p.add_argument("--sims", type=int, default=None, help="MCTS simulations per step")
     p.add_argument("--schedule", type=Path, default=None, help="fitted controller JSON")
+    p.add_argument("--k-global", dest="k_global", type=int, default=None, help="EACPS")
+    p.add_argument("--k-local", dest="k_local", type=int, default=None, help="EACPS")
+    p.add_argument("--elites", type=int, default=None, help="EACPS / EvoSearch elites")
+    p.add_argument("--locality", choices=["noise", "seed"], default=None, help="EACPS")
+    p.add_argument("--beta", type=float, default=None, help="EACPS / EvoSearch mutation")
+    p.add_argument(
+        "--evo-schedule",
+        dest="evo_schedule",
+        type=int,
+        nargs="+",
+        default=None,
+        help="EvoSearch step indices (increasing, starting at 0)",
+    )
+    p.add_argument("--population", type=int, nargs="+", default=None, help="EvoSearch")
+    p.add_argument("--tournament", type=int, default=None, help="EvoSearch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=None, help="write a PNG grid of the samples")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
@@ -70,6 +85,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "lam": args.lam,
         "width": args.width,
         "sims": args.sims,
+        "k_global": args.k_global,
+        "k_local": args.k_local,
+        "elites": args.elites,
+        "locality": args.locality,
+        "beta": args.beta,
+        "schedule": tuple(args.evo_schedule) if args.evo_schedule else None,
+        "population": tuple(args.population) if args.population else None,
+        "tournament": args.tournament,
     }
     if args.schedule is not None:
         from controllers.io import load_controller
@@ -225,7 +248,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="calibrate, fit controllers, compare on held-out pairs")
     p.add_argument("--task", choices=sorted(TASKS), default=None, help="default: mnist-target")
-    p.add_argument("--seeds", type=int, default=None, help="held-out seeds per class (default 2)")
+    p.add_argument("--seeds", type=int, default=None, help="held-out seeds per class (default 1)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--wandb", action="store_true", help="also log to W&B (offline by default)")

@@ -39,7 +39,9 @@ def test_sample_json_last_line(capsys) -> None:
     assert row["method"] == "eps-greedy" and row["nfe"] == 6 * (1 + 4 * 2) + 5
 
 
-@pytest.mark.parametrize("method", ["naive", "best-of-n", "beam", "mcts", "zero-order"])
+@pytest.mark.parametrize(
+    "method", ["naive", "best-of-n", "beam", "mcts", "zero-order", "eacps", "evosearch"]
+)
 def test_every_method_runs(method: str, capsys) -> None:
     main(
         [
@@ -54,6 +56,18 @@ def test_every_method_runs(method: str, capsys) -> None:
             "1",
             "--steps",
             "4",
+            "--k-global",
+            "2",
+            "--elites",
+            "1",
+            "--k-local",
+            "1",
+            "--evo-schedule",
+            "0",
+            "2",
+            "--population",
+            "4",
+            "2",
             "--json",
         ]
     )

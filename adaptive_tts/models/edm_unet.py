@@ -121,13 +121,13 @@ class EDMUNetDenoiser(nn.Module):
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"no UNet2DModel config.json in {directory}")
-        unet = UNet2DModel.from_pretrained(directory, local_files_only=True)
+        unet = UNet2DModel.from_pretrained(directory, local_files_only=True, torch_dtype=dtype)
         cfg_path = directory / EDM_CONFIG
         cfg = EDMConfig()
         if cfg_path.is_file():
             raw = json.loads(cfg_path.read_text())
             raw["data_range"] = tuple(raw.get("data_range", cfg.data_range))
             cfg = EDMConfig(**raw)
-        model = cls(unet.to(dtype), cfg)
+        model = cls(unet, cfg)
         model.eval().requires_grad_(False)
         return model
