@@ -32,6 +32,7 @@ from controllers.gain import fit_gain
 from controllers.gp import fit_gp_controller
 from controllers.plots import plot_controller
 from controllers.stats import plot_stats, step_stats
+from experiments.plots import plot_reward_vs_nfe
 
 CAL = {"n": 4, "k": 20, "eps": 0.4, "lam": 0.15}
 
@@ -85,32 +86,6 @@ def fit_all(stats: Any, sampler: Any, k_means: list[float]) -> dict[str, Any]:
     for km in k_means:
         ctrls[f"gain(k_mean={km:g})"] = fit_gain(stats, k_mean=km)
     return ctrls
-
-
-def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from adaptive_tts.viz import save_figure
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for r in rows:
-        ax.errorbar(r["nfe"], r["reward"], yerr=r["ci95"], fmt="o", capsize=3)
-        ax.annotate(
-            r["method"],
-            (r["nfe"], r["reward"]),
-            fontsize=7,
-            xytext=(4, 2),
-            textcoords="offset points",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("counted NFEs per sample")
-    ax.set_ylabel("mean final reward (95% CI)")
-    ax.set_title(title)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out / f"controllers_{args.task}.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out / f"controllers_{args.task}.json")
-    plot_frontier(
+    plot_reward_vs_nfe(
         rows,
         out / f"frontier_{args.task}.png",
         f"{args.task}: reward vs counted NFEs ({len(eval_pairs)} held-out pairs)",
