@@ -91,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     gmm = make_gmm(dim=1024, shape=(1, 32, 32))
-    unet = small_unet()
+    from adaptive_tts import models
+
+    unet = models.load("mnist")  # the shipped 0.8M-parameter UNet2DModel
     rows = []
     for name, model, batch, steps, k in [
         ("gmm-1x32x32", gmm, 8, 6, 2),
-        ("unet-32x32", unet, 8, 6, 2),
+        ("mnist-unet", unet, 8, 6, 2),
     ]:
         for mb in (None, 1):
             row = measure(model, (1, 32, 32), batch, mb, steps, 4, k, args.repeats)
