@@ -13,7 +13,8 @@ DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "task": "gmm-target",
     "sampler": {"name": "heun", "steps": 18},
-    "pairs": {"prompts": None, "seeds": [0, 4]},  # prompts None: all classes; seeds [first, count]
+    # prompts None: all classes; seeds [first, count] per prompt; unique_seeds: a seed per pair
+    "pairs": {"prompts": None, "seeds": [0, 4], "unique_seeds": False},
     "batch": 32,
     "device": "cpu",
     "calibration": None,  # {"seeds": [first, count], "n": 4, "k": 20, "eps": 0.4, "lam": 0.15}

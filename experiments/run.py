@@ -54,12 +54,31 @@ class Dist:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    def close(self) -> None:
+        """Leave the process group cleanly (every process waits for the others first)."""
+        if self.state is not None:
+            import torch.distributed as torch_dist
+
+            self.state.wait_for_everyone()
+            if torch_dist.is_initialized():
+                torch_dist.destroy_process_group()
+
     def gather(self, items: list[Any]) -> list[Any]:
         if self.state is None:
             return items
         from accelerate.utils import gather_object
 
         return list(gather_object(items))
+
+
+def make_pairs(prompts: list[int], first: int, count: int, unique: bool) -> list[tuple[int, int]]:
+    """``count`` seeds per prompt: seeds ``first..first+count-1`` shared by every prompt, or with
+    ``unique`` one distinct seed per pair (``first + j`` for pair ``j``), so that an
+    unconditional task does not repeat the same sample for every target."""
+    if unique:
+        n = len(prompts)
+        return [(int(prompts[j % n]), first + j) for j in range(count * n)]
+    return [(int(p), int(s)) for s in range(first, first + count) for p in prompts]
 
 
 def build_controller(spec: dict[str, Any] | None, traces_dir: Path | None, sampler: Any) -> Any:
@@ -94,7 +113,8 @@ def run_experiment(
     if prompts is None:
         prompts = list(range(task.num_classes)) if task.uses_prompt else [-1]
     first, count = cfg["pairs"]["seeds"]
-    pairs = [(int(p), int(s)) for s in range(first, first + count) for p in prompts]
+    unique = bool(cfg["pairs"].get("unique_seeds", False))
+    pairs = make_pairs(prompts, first, count, unique)
     mine = pairs[dist.rank :: dist.world]
     out.mkdir(parents=True, exist_ok=True)
     traces_dir = None
@@ -102,7 +122,7 @@ def run_experiment(
         cal = dict(cfg["calibration"])
         c_first, c_count = cal.pop("seeds")
         traces_dir = Path(cal.pop("dir", out / "calibration"))
-        cal_pairs = [(p, s) for s in range(c_first, c_first + c_count) for p in prompts]
+        cal_pairs = make_pairs(prompts, c_first, c_count, unique)
         if set(cal_pairs) & set(pairs):
             raise ValueError("calibration seeds overlap the evaluation seeds")
         if dist.main:
@@ -157,6 +177,7 @@ def run_experiment(
             top = res.reward.argsort(descending=True)[:8]
             best_images[run["label"]] = task.to_image(res.x0[top]).cpu()
     records = dist.gather(records)
+    dist.close()
     if not dist.main:
         return {}
     order = {pair: i for i, pair in enumerate(pairs)}

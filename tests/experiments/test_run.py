@@ -82,7 +82,13 @@ def test_two_processes_match_one(tmp_path) -> None:
         str(tmp_path / "two"),
         *args[1:],
     ]
-    subprocess.run(launch, cwd=root, env=env, check=True, capture_output=True, timeout=300)
+    for _ in range(2):  # one retry: a gloo rendezvous can fail on a heavily loaded 2-core host
+        done = subprocess.run(
+            launch, cwd=root, env=env, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode == 0:
+            break
+    assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     strip = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]  # noqa: E731
