@@ -25,8 +25,9 @@ def fit_controller(
 ) -> ScheduleController | BudgetController:
     """Fit ``kind`` on eps-greedy calibration ``traces``.
 
-    ``budget`` (NFEs per sample) and ``sampler`` are needed for ``kind="budget"``, whose base
-    profile is the gain fit (``opts`` go to it) or, with ``mapping`` given, the Binomial fit.
+    ``mapping`` applies to ``kind="binomial"``, ``kernel`` to ``kind="gp"``. ``budget`` (NFEs per
+    sample) and ``sampler`` are needed for ``kind="budget"``, whose base profile is the gain fit
+    (``opts`` go to it).
     """
     stats = step_stats(traces)
     if kind == "binomial":

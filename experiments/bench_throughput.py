@@ -1,4 +1,4 @@
-"""NFE/s of eps-greedy search on CPU: exact mixture and a small random UNet2DModel, with the
+"""NFE/s of eps-greedy search on CPU: exact mixture and the shipped MNIST UNet2DModel, with the
 candidates of an iteration batched into one network call vs evaluated one by one.
 
     python -m experiments.bench_throughput --out experiments/results/throughput_cpu.json
@@ -16,30 +16,10 @@ from typing import Any
 
 import torch
 
-from adaptive_tts.models.edm_unet import EDMConfig, EDMUNetDenoiser
 from adaptive_tts.models.gmm import make_gmm
 from adaptive_tts.rewards import Brightness, OnImages
 from adaptive_tts.sampling import initial_noise, make_generators, make_sampler
 from adaptive_tts.search import eps_greedy
-
-
-def small_unet() -> EDMUNetDenoiser:
-    """A small class-conditional UNet2DModel (random weights) on 32x32 grey images."""
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=32,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        num_class_embeds=11,
-    )
-    return EDMUNetDenoiser(unet, EDMConfig()).eval()
 
 
 def measure(

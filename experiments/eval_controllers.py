@@ -27,7 +27,7 @@ from adaptive_tts.sampling import make_sampler
 from adaptive_tts.tasks import build_task
 from controllers import FixedController, SigmaWindowController
 from controllers.binomial import fit_binomial
-from controllers.budget import BudgetController
+from controllers.budget import BudgetController, plain_cost
 from controllers.gain import fit_gain
 from controllers.gp import fit_gp_controller
 from controllers.plots import plot_controller
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_controller(
                 ctrls[name], None, str(out / f"fit_{name.split('(')[0]}_{args.task}.png")
             )
-    full_nfe = sum(2 if sampler.sigma(i + 1) > 0 else 1 for i in range(sampler.num_steps))
+    full_nfe = sum(plain_cost(sampler))  # one plain trajectory
     ev = lambda label, method, **kw: evaluate(  # noqa: E731
         task, sampler, eval_pairs, label, method, args.device, args.batch, **kw
     )

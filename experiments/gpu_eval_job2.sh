@@ -1,3 +1,7 @@
+#!/usr/bin/env bash
+# Second device call: rerun the controller evaluation on the three tasks, reusing the calibration
+# traces of the first call (copied into the git-ignored .gpu_cal/ and carried), so only the fits
+# and the held-out evaluation run. OUT=/some/dir bash experiments/gpu_eval_job2.sh
 set -uo pipefail
 export PYTHONPATH="$PWD:$PYTHONPATH" PYTHONUNBUFFERED=1
 R=.gpu_cal
