@@ -5,6 +5,14 @@ Layout of a calibration directory::
 
     DIR/calibration.json      settings (task, method, knobs, sampler); a re-run must match them
     DIR/traces-00000.jsonl    one trace per line (schema ``adaptive_tts.trace/1``), append-only
+    DIR/traces-0000R.jsonl    process R's shard when launched with several processes
+
+Several processes (``torchrun --nproc_per_node G -m adaptive_tts.cli calibrate ...`` or
+``accelerate launch``; :func:`process_shard` reads ``RANK`` / ``WORLD_SIZE``) split the pairs
+round-robin and each appends the ones not yet done to its own shard (no process group or
+gather is needed). The split is of the pair list itself (pair ``j`` goes to process
+``j mod world``), so it does not depend on when each process starts. With ``--device cuda``,
+process R uses GPU ``LOCAL_RANK``.
 
 Re-running the same command skips finished (prompt, seed) pairs. Traces are appended one batch
 at a time with flush + fsync, so a crash loses at most the batch in flight; a truncated last
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,14 +72,16 @@ def _read_jsonl(path: Path, repair: bool = False) -> Iterator[dict[str, Any]]:
 
 
 def load_traces(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All traces in a calibration directory (every ``*.jsonl`` shard), in file order."""
+    """All traces in a calibration directory (every ``*.jsonl`` shard), in (prompt, seed)
+    order, so what is fitted on them does not depend on how the run was split in shards."""
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"traces directory not found: {d}")
     shards = sorted(d.glob("*.jsonl"))
     if not shards:
         raise FileNotFoundError(f"no *.jsonl trace shards in {d}")
-    return [rec for s in shards for rec in _read_jsonl(s)]
+    recs = [rec for s in shards for rec in _read_jsonl(s)]
+    return sorted(recs, key=lambda r: (int(r.get("prompt", -1)), int(r.get("seed", 0))))
 
 
 def _settings(task: Task, method: str, sampler: Sampler, options: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +94,21 @@ def _settings(task: Task, method: str, sampler: Sampler, options: dict[str, Any]
     }
 
 
+def process_shard() -> tuple[int, int]:
+    """``(rank, world)`` of this process from torchrun/accelerate's environment (else 0, 1)."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK must lie in [0, WORLD_SIZE - 1], got RANK={rank} of {world}")
+    return rank, world
+
+
+def rank_device(device: str) -> str:
+    """``"cuda"`` becomes ``"cuda:LOCAL_RANK"`` in a multi-process launch; else unchanged."""
+    if device == "cuda" and process_shard()[1] > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 def calibrate(
     task: Task,
     method: str,
@@ -92,21 +118,30 @@ def calibrate(
     batch: int = 16,
     device: str = "cpu",
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
     **options: Any,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Run ``method`` on every (prompt, seed) pair not yet in ``out``; append the traces.
 
     Args:
         pairs: ``(prompt, seed)`` pairs (prompt -1 where the task uses none).
         batch: pairs per search call (the unit a crash can lose).
+        shard: ``(rank, world)``: this process runs pairs ``rank::world`` into its own shard
+            (:func:`process_shard` reads them from a torchrun/accelerate launch).
         options: the method's knobs (``n``, ``k``, ``eps``, ``lam`` ...), recorded in the settings.
     Returns:
-        ``{"done": already finished, "ran": newly run, "total": len(pairs)}``.
+        ``{"done": already finished, "ran": run here, "total": len(pairs), "rank", "world",
+        "nfe": counted NFEs run here, "seconds": search time here, "seconds_first": of the
+        first batch (it includes warm-up such as CUDA-graph capture), "t_start", "t_first",
+        "t_end": wall-clock times of the start, the first batch's end and the end}``.
     """
     from tqdm.auto import tqdm
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    rank, world = shard
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(task, method, sampler, {k: v for k, v in options.items() if v is not None})
@@ -119,35 +154,56 @@ def calibrate(
                 f"directory (old: {old['method']} {old['options']} on {old['task']})"
             )
     else:
-        tmp = out / (SETTINGS + ".tmp")
+        tmp = out / f"{SETTINGS}.{rank}.tmp"  # processes may race here: same content
         tmp.write_text(json.dumps(settings, indent=2))
         os.replace(tmp, spath)
-    shard = out / "traces-00000.jsonl"
+    shard_path = out / f"traces-{rank:05d}.jsonl"
     done: set[tuple[int, int]] = set()
-    for s in sorted(out.glob("*.jsonl")):
-        for rec in _read_jsonl(s, repair=True):
+    for s in sorted(out.glob("*.jsonl")):  # only our own shard is repaired: others may be live
+        for rec in _read_jsonl(s, repair=s == shard_path):
             done.add((int(rec.get("prompt", -1)), int(rec["seed"])))
     todo = [p for p in pairs if (int(p[0]), int(p[1])) not in done]
+    mine = [p for p in pairs[rank::world] if (int(p[0]), int(p[1])) not in done]  # fixed split
     bar = tqdm(
-        total=len(pairs),
-        initial=len(pairs) - len(todo),
-        desc=f"calibrate {task.name}",
-        disable=not progress,
+        total=len(mine),
+        desc=f"calibrate {task.name}" + (f" [{rank}/{world}]" if world > 1 else ""),
+        disable=not progress or rank > 0,
     )
-    for start in range(0, len(todo), batch):
-        chunk = todo[start : start + batch]
+    nfe, nfe_first, seconds, first = 0, 0, 0.0, 0.0
+    t_start = t_first = time.time()
+    for start in range(0, len(mine), batch):
+        chunk = mine[start : start + batch]
         prompts = torch.tensor([p for p, _ in chunk], dtype=torch.long)
+        t0 = time.perf_counter()
         res = run_method(
             task, method, sampler, [s for _, s in chunk], prompts, device=device, **options
         )
+        took = time.perf_counter() - t0  # the result is on the host: the GPU work is done
+        seconds, nfe = seconds + took, nfe + int(res.nfe.sum())
+        first = took if start == 0 else first
+        nfe_first = nfe if start == 0 else nfe_first
+        t_first = time.time() if start == 0 else t_first
         lines = []
         for (prompt, _), tr in zip(chunk, res.traces):
             tr["prompt"] = int(prompt)
             lines.append(json.dumps(tr, separators=(",", ":")))
-        with open(shard, "a", encoding="utf-8") as f:
+        with open(shard_path, "a", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
             f.flush()
             os.fsync(f.fileno())
         bar.update(len(chunk))
     bar.close()
-    return {"done": len(pairs) - len(todo), "ran": len(todo), "total": len(pairs)}
+    return {
+        "done": len(pairs) - len(todo),
+        "ran": len(mine),
+        "total": len(pairs),
+        "rank": rank,
+        "world": world,
+        "nfe": nfe,
+        "seconds": seconds,
+        "seconds_first": first,
+        "nfe_first": nfe_first,
+        "t_start": t_start,  # wall clock (time.time()): start, end of the first batch, end
+        "t_first": t_first,
+        "t_end": time.time(),
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--population", type=int, nargs="+", default=None, help="EvoSearch")
     p.add_argument("--tournament", type=int, default=None, help="EvoSearch")
     p.add_argument("--device", default="cpu")
+    _add_gpu_options(p)
     p.add_argument("--out", type=Path, default=None, help="write a PNG grid of the samples")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
 
@@ -73,7 +75,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise SystemExit(f"--task {task_name} does not run on --model {args.model}")
     if args.batch < 1:
         raise SystemExit(f"--batch must be >= 1, got {args.batch}")
-    task = build_task(task_name, device=args.device)
+    task = _gpu_task(build_task(task_name, device=args.device), args)
     sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
     classes = args.classes if args.classes else ([0] if task.uses_prompt else None)
     prompts = task.prompts(classes, args.batch)
@@ -93,6 +95,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "schedule": tuple(args.evo_schedule) if args.evo_schedule else None,
         "population": tuple(args.population) if args.population else None,
         "tournament": args.tournament,
+        "generator_device": args.generator_device,
     }
     if args.schedule is not None:
         from controllers.io import load_controller
@@ -143,16 +146,52 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["heun", "euler", "ancestral"], default="heun")
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK per process)")
+    _add_gpu_options(p)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--stats",
+        type=str,
+        default=None,
+        help="write this process's timing JSON here ('{rank}' is replaced by the process rank)",
+    )
+
+
+def _add_gpu_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--generator-device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="where per-sample noise is drawn (cpu: bit-reproducible anywhere; cuda: faster)",
+    )
+    p.add_argument(
+        "--cuda-graphs", action="store_true", help="replay the denoiser and reward from CUDA graphs"
+    )
+
+
+def _gpu_task(task: Any, args: argparse.Namespace) -> Any:
+    """Apply ``--cuda-graphs`` (a CUDA device is required)."""
+    if not args.cuda_graphs:
+        return task
+    if not str(args.device).startswith("cuda"):
+        raise SystemExit(f"--cuda-graphs needs --device cuda, got --device {args.device}")
+    from adaptive_tts.cuda_graphs import graph_task
+
+    return graph_task(task)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from adaptive_tts.calibration import calibrate
+    import torch
+
+    from adaptive_tts.calibration import calibrate, process_shard, rank_device
     from adaptive_tts.sampling import make_sampler
     from adaptive_tts.tasks import build_task
 
-    task = build_task(args.task, device=args.device)
+    device = rank_device(args.device)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    args.device = device
+    task = _gpu_task(build_task(args.task, device=device), args)
     sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
     classes = (
         args.classes
@@ -173,8 +212,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         k=args.k,
         eps=args.eps,
         lam=args.lam,
+        generator_device=args.generator_device,
+        shard=process_shard(),
     )
     print(json.dumps(info))
+    if args.stats is not None:
+        stats = Path(args.stats.replace("{rank}", str(info["rank"])))
+        stats.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stats.with_name(stats.name + ".tmp")
+        tmp.write_text(json.dumps({**info, "device": device, "cuda_graphs": args.cuda_graphs}))
+        os.replace(tmp, stats)
     return 0
 
 

@@ -66,7 +66,10 @@ class Ledger:
             raise ValueError(f"owner must have shape ({m},), got {tuple(owner.shape)}")
         if m == 0:
             return x.clone()
-        sig = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        if isinstance(sigma, Tensor):
+            sig = sigma.to(dtype=torch.float32, device=x.device).reshape(-1)
+        else:  # a fill on the device, not a host-to-device copy (which would synchronise)
+            sig = torch.full((1,), float(sigma), dtype=torch.float32, device=x.device)
         sig = sig.expand(m) if sig.numel() == 1 else sig
         cap: int | None = getattr(self, "_oom_cap", None)  # learnt from an earlier OOM
         step = min(self.max_batch or m, cap or m)

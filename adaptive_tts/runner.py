@@ -29,6 +29,7 @@ def run_method(
     seeds: list[int],
     prompts: torch.Tensor,
     device: str = "cpu",
+    generator_device: str | None = None,
     **options: Any,
 ) -> SearchResult:
     """Search with ``method`` for each ``(seed, prompt)`` pair, as one batch.
@@ -38,12 +39,15 @@ def run_method(
         prompts: ``(B,)`` long class/target per sample (``-1`` where unused).
         options: method settings (``n``, ``k``, ``eps``, ``lam``, ``width``, ``sims``,
             ``controller``, ``max_batch`` ...); ones the method does not take are ignored.
+        generator_device: where the per-sample generators draw. ``None``/``"cpu"``: on the
+            CPU, bit-reproducible on any machine; ``"cuda"``: on the GPU, reproducible on the
+            same GPU model and much faster there (no host-side draws or copies).
     """
     if len(seeds) != prompts.shape[0]:
         raise ValueError(
             f"need one prompt per seed: {len(seeds)} seeds, {prompts.shape[0]} prompts"
         )
-    gens = make_generators(seeds)
+    gens = make_generators(seeds, device=generator_device or "cpu")
     x_T = initial_noise(task.sample_shape, gens, sampler.sigma(0), device=device)
     fn = METHODS[method]
     cond = prompts.to(device) if task.uses_prompt else None

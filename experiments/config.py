@@ -16,7 +16,9 @@ DEFAULTS: dict[str, Any] = {
     # prompts None: all classes; seeds [first, count] per prompt; unique_seeds: a seed per pair
     "pairs": {"prompts": None, "seeds": [0, 4], "unique_seeds": False},
     "batch": 32,
-    "device": "cpu",
+    "device": "cpu",  # "cuda": process R of a launch uses cuda:LOCAL_RANK
+    "generator_device": None,  # where per-sample noise is drawn: None/"cpu" or "cuda"
+    "cuda_graphs": False,  # replay the denoiser and reward from CUDA graphs (needs cuda)
     "calibration": None,  # {"seeds": [first, count], "n": 4, "k": 20, "eps": 0.4, "lam": 0.15}
     "methods": [],
     "sweeps": [],

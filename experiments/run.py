@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from adaptive_tts.calibration import calibrate, load_traces
+from adaptive_tts.calibration import calibrate, load_traces, rank_device
 from adaptive_tts.report import format_table, mean_ci
 from adaptive_tts.runner import run_method
 from adaptive_tts.sampling import make_sampler
@@ -106,7 +106,15 @@ def run_experiment(
     from tqdm.auto import tqdm
 
     dist = Dist()
-    task = build_task(cfg["task"], device=cfg["device"])
+    device = rank_device(str(cfg["device"]))  # cuda -> cuda:LOCAL_RANK under a launcher
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    task = build_task(cfg["task"], device=device)
+    if cfg["cuda_graphs"]:
+        from adaptive_tts.cuda_graphs import graph_task
+
+        task = graph_task(task)
+    gen_dev = cfg["generator_device"]
     sc = cfg["sampler"]
     sampler = make_sampler(sc["name"], int(sc["steps"]), sigma_max=task.sigma_max)
     prompts = cfg["pairs"]["prompts"]
@@ -125,18 +133,19 @@ def run_experiment(
         cal_pairs = make_pairs(prompts, c_first, c_count, unique)
         if set(cal_pairs) & set(pairs):
             raise ValueError("calibration seeds overlap the evaluation seeds")
-        if dist.main:
-            calibrate(
-                task,
-                "eps-greedy",
-                sampler,
-                cal_pairs,
-                traces_dir,
-                batch=cfg["batch"],
-                device=cfg["device"],
-                progress=progress,
-                **cal,
-            )
+        calibrate(  # every process runs its share of the pairs into its own shard
+            task,
+            "eps-greedy",
+            sampler,
+            cal_pairs,
+            traces_dir,
+            batch=cfg["batch"],
+            device=device,
+            progress=progress,
+            shard=(dist.rank, dist.world),
+            generator_device=gen_dev,
+            **cal,
+        )
         dist.barrier()
     records: list[dict[str, Any]] = []
     best_images: dict[str, torch.Tensor] = {}
@@ -155,7 +164,14 @@ def run_experiment(
             pr = torch.tensor([p for p, _ in chunk])
             t0 = time.perf_counter()
             res = run_method(
-                task, run["method"], sampler, [x for _, x in chunk], pr, device=cfg["device"], **kw
+                task,
+                run["method"],
+                sampler,
+                [x for _, x in chunk],
+                pr,
+                device=device,
+                generator_device=gen_dev,
+                **kw,
             )
             sec = (time.perf_counter() - t0) / len(chunk)
             ev = task.evaluate(res.x0, pr)

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from adaptive_tts.calibration import calibrate, load_traces
+from adaptive_tts.calibration import calibrate, load_traces, process_shard, rank_device
 from adaptive_tts.sampling import make_sampler
 from adaptive_tts.tasks import build_task
 
@@ -26,9 +26,16 @@ def test_resume_skips_finished_pairs(tmp_path, setup) -> None:
     first = calibrate(
         task, "eps-greedy", sampler, pairs[:4], tmp_path, batch=2, progress=False, **KN
     )
-    assert first == {"done": 0, "ran": 4, "total": 4}
+    assert {k: first[k] for k in ("done", "ran", "total", "rank", "world")} == {
+        "done": 0,
+        "ran": 4,
+        "total": 4,
+        "rank": 0,
+        "world": 1,
+    }
+    assert first["nfe"] > 0 and first["seconds"] >= first["seconds_first"] > 0
     again = calibrate(task, "eps-greedy", sampler, pairs, tmp_path, batch=2, progress=False, **KN)
-    assert again == {"done": 4, "ran": 2, "total": 6}
+    assert (again["done"], again["ran"], again["total"]) == (4, 2, 6)
     traces = load_traces(tmp_path)
     assert sorted((t["prompt"], t["seed"]) for t in traces) == sorted(pairs)
     assert all(t["schema"] == "adaptive_tts.trace/1" and t["task"] == "gmm-target" for t in traces)
@@ -45,6 +52,49 @@ def test_resumed_traces_equal_a_fresh_run(tmp_path, setup) -> None:
     assert {k: v["final_reward"] for k, v in a.items()} == {
         k: v["final_reward"] for k, v in b.items()
     }
+
+
+def test_processes_split_pairs_into_own_shards_like_one_process(tmp_path, setup) -> None:
+    """Two ranks (run one after the other) split the pairs round-robin into their own shards;
+    together they hold exactly the single-process traces."""
+    task, sampler = setup
+    pairs = [(c, s) for c in (0, 1) for s in range(3)]
+    ran = []
+    for rank in (0, 1):
+        info = calibrate(
+            task,
+            "eps-greedy",
+            sampler,
+            pairs,
+            tmp_path / "two",
+            progress=False,
+            shard=(rank, 2),
+            **KN,
+        )
+        ran.append(info["ran"])
+    assert ran == [3, 3]
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.jsonl")) == [
+        "traces-00000.jsonl",
+        "traces-00001.jsonl",
+    ]
+    calibrate(task, "eps-greedy", sampler, pairs, tmp_path / "one", progress=False, **KN)
+    two = {(t["prompt"], t["seed"]): t for t in load_traces(tmp_path / "two")}
+    one = {(t["prompt"], t["seed"]): t for t in load_traces(tmp_path / "one")}
+    assert two == one
+
+
+def test_bad_shard_and_rank_environment_are_errors(tmp_path, setup, monkeypatch) -> None:
+    task, sampler = setup
+    with pytest.raises(ValueError, match="shard must be"):
+        calibrate(task, "eps-greedy", sampler, [(0, 0)], tmp_path, progress=False, shard=(2, 2))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK must lie in"):
+        process_shard()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert process_shard() == (1, 2)
+    assert rank_device("cuda") == "cuda:1" and rank_device("cpu") == "cpu"
 
 
 def test_truncated_last_line_dropped_with_warning_and_rerun(tmp_path, setup) -> None:

@@ -8,9 +8,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from adaptive_tts.cuda_graphs import capturing
+
 
 def check_finite(values: Tensor, name: str) -> Tensor:
-    """Raise ``ValueError`` naming the reward if ``values`` holds NaN or inf."""
+    """Raise ``ValueError`` naming the reward if ``values`` holds NaN or inf (skipped while a
+    CUDA graph is being captured: the check would synchronise)."""
+    if capturing():
+        return values
     if not torch.isfinite(values).all():
         bad = int((~torch.isfinite(values)).sum())
         raise ValueError(f"reward {name!r} returned {bad} non-finite value(s) (NaN/inf)")

@@ -48,14 +48,22 @@ def check_positive(name: str, value: int, minimum: int = 1) -> None:
 
 
 class Scorer:
-    """Reward evaluation charged to the ledger, with a finiteness check naming the reward."""
+    """Reward evaluation charged to the ledger, with a finiteness check naming the reward.
+
+    ``scorer(x0, cond, owner)`` returns CPU scores ``(M,)`` checked at once;
+    ``scorer(..., defer=True)`` keeps them on ``x0``'s device and only tallies non-finite values
+    there, so a GPU search loop never waits on the host; :meth:`check` raises for the tally.
+    """
 
     def __init__(self, reward: Callable[[Tensor, Tensor | None], Tensor], ledger: Ledger):
         self.reward = reward
         self.ledger = ledger
         self.name = reward_name(reward)
+        self._bad: Tensor | None = None
 
-    def __call__(self, x0: Tensor, cond: Tensor | None, owner: Tensor) -> Tensor:
+    def __call__(
+        self, x0: Tensor, cond: Tensor | None, owner: Tensor, defer: bool = False
+    ) -> Tensor:
         with torch.no_grad():
             r = self.reward(x0, cond)
         if r.shape != (x0.shape[0],):
@@ -63,7 +71,21 @@ class Scorer:
                 f"reward {self.name!r} must return shape ({x0.shape[0]},), got {tuple(r.shape)}"
             )
         self.ledger.charge_reward(owner)
+        if defer:
+            r = r.float()
+            bad = (~torch.isfinite(r)).sum()
+            self._bad = bad if self._bad is None else self._bad + bad
+            return r
         return check_finite(r.float(), self.name).cpu()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the reward if a deferred score was NaN or inf."""
+        if self._bad is not None:
+            bad, self._bad = int(self._bad), None
+            if bad:
+                raise ValueError(
+                    f"reward {self.name!r} returned {bad} non-finite value(s) (NaN/inf)"
+                )
 
 
 @overload
@@ -73,8 +95,11 @@ def rep(t: None, n: int) -> None: ...
 @overload
 def rep(t: Tensor | None, n: int) -> Tensor | None: ...
 def rep(t: Tensor | None, n: int) -> Tensor | None:
-    """Repeat each row ``n`` times (sample-major): ``(B, ...) -> (B*n, ...)``."""
-    return None if t is None else t.repeat_interleave(n, dim=0)
+    """Repeat each row ``n`` times (sample-major): ``(B, ...) -> (B*n, ...)`` (a broadcast, so
+    the output size never has to be read back from the GPU)."""
+    if t is None:
+        return None
+    return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(-1, *t.shape[1:])
 
 
 def evaluator(ledger: Ledger, cond: Tensor | None, owner: Tensor, purpose: Purpose):

@@ -58,6 +58,126 @@ def _draw_step(
     return explore, fresh, offset.view(k, n, *shape)
 
 
+def _search_step(
+    ledger: Ledger,
+    score: Scorer,
+    knobs: Knobs,
+    gens: list[torch.Generator],
+    radius: float,
+    x_det: Tensor,
+    sh: float,
+    scale: float,
+    cond: Tensor | None,
+    pivot: Tensor,
+    pivot_x0: Tensor,
+    pivot_score: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
+    """The ``K_t`` iterations of one step, kept on the device (no host synchronisation).
+
+    ``pivot``/``pivot_x0`` ``(B, *S)`` and ``pivot_score`` ``(B,)`` are the step's starting pivot;
+    returns the final ones and the history ``(I, J, score, n_explore)``, each ``(K_max, B)``
+    on the device (rows past a sample's ``k_t`` stay zero)."""
+    dev, b, n = x_det.device, x_det.shape[0], knobs.n
+    shape = tuple(x_det.shape[1:])
+    kmax = int(knobs.k.max()) if b else 0
+    hist_i = torch.zeros(kmax, b, dtype=torch.bool, device=dev)
+    hist_j = torch.zeros(kmax, b, dtype=torch.bool, device=dev)
+    hist_s = torch.zeros(kmax, b, device=dev)
+    hist_e = torch.zeros(kmax, b, dtype=torch.long, device=dev)
+    if kmax == 0:
+        return pivot, pivot_x0, pivot_score, (hist_i, hist_j, hist_s, hist_e)
+    ks = [int(v) for v in knobs.k]
+    draws = [
+        _draw_step(ks[j], n, float(knobs.eps[j]), knobs.lam, gens[j], shape, radius)
+        for j in range(b)
+    ]
+
+    def pad(t: Tensor) -> Tensor:
+        return torch.cat([t, t.new_zeros(kmax - t.shape[0], *t.shape[1:])])
+
+    explore = torch.stack([pad(d[0]) for d in draws]).to(dev)  # (B, K, n)
+    fresh = torch.stack([pad(d[1]) for d in draws]).to(dev, x_det.dtype)
+    offset = torch.stack([pad(d[2]) for d in draws]).to(dev, x_det.dtype)
+    # active rows per iteration: computed on the host, sent to the device in one copy
+    acts = [torch.nonzero(knobs.k > it).flatten() for it in range(kmax)]
+    full = [len(a) == b for a in acts]
+    acts_dev = torch.cat(acts).to(dev).split([len(a) for a in acts])
+    trailing = [1] * len(shape)
+    for it in range(kmax):
+        act, a_dev = acts[it], acts_dev[it]
+
+        def sel(t: Tensor, it: int = it, a_dev: Tensor = a_dev) -> Tensor:
+            return t if full[it] else t[a_dev]
+
+        m = len(act)
+        ex = sel(explore[:, it])  # (A, n)
+        cand = torch.where(
+            ex.view(m, n, *trailing), sel(fresh[:, it]), sel(pivot)[:, None] + sel(offset[:, it])
+        ).reshape(m * n, *shape)
+        own = rep(act, n)
+        c_act = None if cond is None else rep(sel(cond), n)
+        x0c = ledger(rep(sel(x_det), n) + scale * cand, sh, c_act, own, "score")
+        best_sc, best = score(x0c, c_act, own, defer=True).view(m, n).max(1)
+        cur = sel(pivot_score)
+        improved = best_sc > cur  # ties keep the pivot
+        rows = torch.arange(m, device=dev) * n + best
+        up = improved.view(m, *trailing)
+        new = (
+            torch.where(up, cand[rows], sel(pivot)),
+            torch.where(up, x0c[rows], sel(pivot_x0)),
+            torch.where(improved, best_sc, cur),
+        )
+        rec = (improved & ex.gather(1, best[:, None])[:, 0], improved, new[2], ex.sum(1))
+        if full[it]:
+            pivot, pivot_x0, pivot_score = new
+            for h, v in zip((hist_i, hist_j, hist_s, hist_e), rec):
+                h[it] = v
+        else:
+            for t, v in zip((pivot, pivot_x0, pivot_score), new):
+                t[a_dev] = v
+            for h, v in zip((hist_i, hist_j, hist_s, hist_e), rec):
+                h[it, a_dev] = v
+    return pivot, pivot_x0, pivot_score, (hist_i, hist_j, hist_s, hist_e)
+
+
+def _trace_step(
+    traces: list[dict[str, Any]],
+    i: int,
+    sigma: float,
+    sh: float,
+    knobs: Knobs,
+    start_scores: Tensor,
+    pivot_score: Tensor,
+    hist: tuple[Tensor, ...],
+) -> None:
+    """Append one searchable step (knobs, start score, per-iteration I/J/score) to each trace;
+    the history moves to the host once, here."""
+    hi, hj, hs, he = (h.T.tolist() for h in hist)  # (B, K_max) lists
+    start, final = start_scores.tolist(), pivot_score.tolist()
+    eps, ks = knobs.eps.tolist(), knobs.k.tolist()
+    for j, tr in enumerate(traces):
+        tr["steps"].append(
+            {
+                "i": i,
+                "sigma": sigma,
+                "sigma_hat": sh,
+                "searchable": True,
+                "knobs": {"n": knobs.n, "k": int(ks[j]), "eps": float(eps[j]), "lam": knobs.lam},
+                "initial_score": float(start[j]),
+                "iters": [
+                    {
+                        "I": int(hi[j][t]),
+                        "J": int(hj[j][t]),
+                        "score": float(hs[j][t]),
+                        "n_explore": int(he[j][t]),
+                    }
+                    for t in range(int(ks[j]))
+                ],
+                "one_step_reward": float(final[j]),
+            }
+        )
+
+
 def _controller(
     controller: Controller | None, n: int, k: int, eps: float, lam: float
 ) -> Controller:
@@ -120,92 +240,26 @@ def eps_greedy(
         x_det, sh, scale = sampler.pre(i, x, x0)
         pivot = randn_like_rows(x, gens)
         pivot_x0 = ledger(x_det + scale * pivot, sh, cond, owner, "step")
-        pivot_score = score(pivot_x0, cond, owner)
+        pivot_score = score(pivot_x0, cond, owner, defer=True)
+        score.check()
+        start_scores = pivot_score.to("cpu", copy=True)  # the in-place updates must not reach it
         info = StepInfo(
             i,
             sampler.num_steps,
             sampler.sigma(i),
             sh,
-            pivot_score.clone(),
+            start_scores.clone(),  # controllers may keep it
             ledger.per_sample.clone(),
             cond,
             gens,
         )
         knobs: Knobs = ctrl.decide(info)
         knobs.validate(b)
-        steps = [
-            {
-                "i": i,
-                "sigma": sampler.sigma(i),
-                "sigma_hat": sh,
-                "searchable": True,
-                "knobs": {
-                    "n": knobs.n,
-                    "k": int(knobs.k[j]),
-                    "eps": float(knobs.eps[j]),
-                    "lam": knobs.lam,
-                },
-                "initial_score": float(pivot_score[j]),
-                "iters": [],
-            }
-            for j in range(b)
-        ]
-        kmax = int(knobs.k.max()) if b else 0
-        shape = tuple(x.shape[1:])
-        hist_i = torch.zeros(kmax, b, dtype=torch.bool)
-        hist_j = torch.zeros(kmax, b, dtype=torch.bool)
-        hist_s = torch.zeros(kmax, b)
-        hist_e = torch.zeros(kmax, b, dtype=torch.long)
-        if kmax > 0:
-            draws = [
-                _draw_step(
-                    int(knobs.k[j]), knobs.n, float(knobs.eps[j]), knobs.lam, gens[j], shape, radius
-                )
-                for j in range(b)
-            ]
-
-            def pad(t: Tensor, kmax: int = kmax) -> Tensor:
-                return torch.cat([t, t.new_zeros(kmax - t.shape[0], *t.shape[1:])])
-
-            explore = torch.stack([pad(d[0]) for d in draws]).to(x.device)  # (B, K, n)
-            fresh = torch.stack([pad(d[1]) for d in draws]).to(x.device, x.dtype)
-            offset = torch.stack([pad(d[2]) for d in draws]).to(x.device, x.dtype)
-        for it in range(kmax):
-            act = torch.nonzero(knobs.k > it).flatten()
-            a_dev = act.to(x.device)
-            ex = explore[a_dev, it]  # (A, n)
-            mask = ex.view(*ex.shape, *([1] * len(shape)))
-            cand = torch.where(mask, fresh[a_dev, it], pivot[a_dev, None] + offset[a_dev, it])
-            cand = cand.reshape(-1, *shape)  # (A * n, *S)
-            own = rep(act, knobs.n)
-            c_act = None if cond is None else cond[a_dev]
-            x0c = ledger(
-                rep(x_det[a_dev], knobs.n) + scale * cand, sh, rep(c_act, knobs.n), own, "score"
-            )
-            sc = score(x0c, rep(c_act, knobs.n), own).view(len(act), knobs.n)
-            best_sc, best = sc.max(1)
-            improved = best_sc > pivot_score[act]
-            win = improved & ex.cpu()[torch.arange(len(act)), best]
-            up, rows = act[improved], (torch.arange(len(act)) * knobs.n + best)[improved]
-            if len(up):
-                pivot[up.to(x.device)] = cand[rows.to(x.device)]
-                pivot_x0[up.to(x.device)] = x0c[rows.to(x.device)]
-                pivot_score[up] = best_sc[improved]
-            hist_i[it, act], hist_j[it, act] = win, improved
-            hist_s[it, act] = pivot_score[act]
-            hist_e[it, act] = ex.sum(1).cpu()
-        for j in range(b):
-            steps[j]["iters"] = [
-                {
-                    "I": int(hist_i[t, j]),
-                    "J": int(hist_j[t, j]),
-                    "score": float(hist_s[t, j]),
-                    "n_explore": int(hist_e[t, j]),
-                }
-                for t in range(int(knobs.k[j]))
-            ]
-            steps[j]["one_step_reward"] = float(pivot_score[j])
-            traces[j]["steps"].append(steps[j])
+        pivot, pivot_x0, pivot_score, hist = _search_step(
+            ledger, score, knobs, gens, radius, x_det, sh, scale, cond, pivot, pivot_x0, pivot_score
+        )
+        score.check()
+        _trace_step(traces, i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist)
         x_hat = x_det + scale * pivot
         x, x0 = sampler.post(i, x_hat, pivot_x0, evaluator(ledger, cond, owner, "step"))
         if callback is not None:

@@ -66,8 +66,25 @@ def test_zero_order_is_eps_greedy_with_eps_zero(gmm, target_reward, sname: str) 
     assert all(it["I"] == 0 for st in a.traces[0]["steps"] for it in st.get("iters", []))
 
 
-def test_pivot_score_never_decreases_within_a_step(gmm, target_reward) -> None:
-    res = run("eps-greedy", gmm, target_reward, list(range(4)), k=6)
+class _RaggedK:
+    """Per-sample iteration counts that differ within the batch (the active-subset path)."""
+
+    def decide(self, info):
+        from adaptive_tts.types import Knobs
+
+        k = torch.tensor([0, 2, 6, 3])[: len(info.scores)]
+        return Knobs(n=3, k=k, eps=torch.full((len(k),), 0.5), lam=0.15)
+
+
+@pytest.mark.parametrize("controller", [None, _RaggedK()], ids=["fixed", "ragged-k"])
+def test_pivot_score_never_decreases_within_a_step(gmm, target_reward, controller) -> None:
+    res = run("eps-greedy", gmm, target_reward, list(range(4)), k=6, controller=controller)
+    if controller is not None:  # each sample's iterations are its own k
+        assert [len(st["iters"]) for st in res.traces[2]["steps"] if st["searchable"]][0] == 6
+        assert all(not st["iters"] for st in res.traces[0]["steps"] if st["searchable"])
+    assert any(
+        st["one_step_reward"] > st["initial_score"] for tr in res.traces for st in tr["steps"]
+    )
     for tr in res.traces:
         for st in tr["steps"]:
             scores = [st["initial_score"]] + [it["score"] for it in st["iters"]]
