@@ -188,7 +188,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from adaptive_tts.tasks import build_task
 
     device = rank_device(args.device)
-    if device.startswith("cuda"):
+    if device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(device))
     args.device = device
     task = _gpu_task(build_task(args.task, device=device), args)

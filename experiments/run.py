@@ -107,7 +107,7 @@ def run_experiment(
 
     dist = Dist()
     device = rank_device(str(cfg["device"]))  # cuda -> cuda:LOCAL_RANK under a launcher
-    if device.startswith("cuda"):
+    if device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(device))
     task = build_task(cfg["task"], device=device)
     if cfg["cuda_graphs"]:
