@@ -58,7 +58,9 @@ class StepInfo:
     Attributes:
         index: step index ``i`` (0 = noisiest); ``num_steps``: T.
         sigma: ``sigma_i``; ``sigma_hat``: the level at which candidates are scored.
-        scores: one-step reward of each sample's first (pivot) draw at this step, ``(B,)``.
+        scores: one-step reward of each sample's first (pivot) draw at this step, ``(B,)``,
+            on the search's device (a GPU search does not wait for it: controllers that read
+            the values move them to the host themselves).
         nfe: NFEs spent so far per sample, ``(B,)``.
         cond: conditioning, ``(B,)`` or ``None``.
         generators: the samples' generators (for controllers that draw, e.g. K_t ~ Bin).
@@ -72,6 +74,11 @@ class StepInfo:
     nfe: Tensor
     cond: Tensor | None = None
     generators: list[torch.Generator] | None = None
+
+    @property
+    def batch(self) -> int:
+        """``B``, without reading ``scores`` back from the device."""
+        return int(self.scores.shape[0])
 
 
 class Controller(Protocol):

@@ -63,7 +63,7 @@ class BudgetController:
 
     def decide(self, step: StepInfo) -> Knobs:
         base = self.base.decide(step)
-        b = step.scores.shape[0]
+        b = step.batch
         i = step.index
         # this step's pivot call is already in step.nfe; reserve its Heun call and later steps
         reserve = (self.cost[i] - 1) + sum(self.cost[i + 1 :])
@@ -72,7 +72,8 @@ class BudgetController:
         k_later = sum(v for j, v in self.base_k.items() if j > i)
         share = k_here / max(k_here + k_later, 1e-9)
         iters = int(max(pool, 0.0) * share // self.n)
-        deficit = (step.scores.max() - step.scores).clamp_min(0)
+        scores = step.scores.float().cpu()  # the one controller that reads the values
+        deficit = (scores.max() - scores).clamp_min(0)
         w = deficit + self.floor * (deficit.mean() + 1e-6)
         alloc = w / w.sum() * iters
         cap = torch.ceil(base.k.float() * self.cap)

@@ -34,7 +34,7 @@ class FixedController:
         check_knobs(self.n, self.k, self.eps, self.lam)
 
     def decide(self, step: StepInfo) -> Knobs:
-        b = step.scores.shape[0]
+        b = step.batch
         return Knobs(
             self.n, torch.full((b,), self.k, dtype=torch.long), torch.full((b,), self.eps), self.lam
         )
@@ -62,7 +62,7 @@ class SigmaWindowController:
             raise ValueError(f"need 0 <= lo <= hi, got lo={self.lo}, hi={self.hi}")
 
     def decide(self, step: StepInfo) -> Knobs:
-        b = step.scores.shape[0]
+        b = step.batch
         k = self.k_in if self.lo <= step.sigma <= self.hi else self.k_out
         return Knobs(
             self.n, torch.full((b,), k, dtype=torch.long), torch.full((b,), self.eps), self.lam

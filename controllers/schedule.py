@@ -65,14 +65,17 @@ class ScheduleController:
 
     def decide(self, step: StepInfo) -> Knobs:
         st = self.entry(step)
-        b = step.scores.shape[0]
+        b = step.batch
         if self.mode == "draw":
             if step.generators is None:
                 raise ValueError("mode='draw' needs the samples' generators in StepInfo")
-            p = torch.tensor([float(st["p"])])
-            k = torch.stack(
+            k = torch.stack(  # each draw on its generator's device (CPU or CUDA)
                 [
-                    torch.binomial(torch.tensor([float(self.k_max)]), p, generator=g)[0]
+                    torch.binomial(
+                        torch.tensor([float(self.k_max)], device=g.device),
+                        torch.tensor([float(st["p"])], device=g.device),
+                        generator=g,
+                    )[0].cpu()
                     for g in step.generators
                 ]
             ).long()

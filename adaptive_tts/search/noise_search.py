@@ -101,7 +101,11 @@ def _search_step(
     # active rows per iteration: computed on the host, sent to the device in one copy
     acts = [torch.nonzero(knobs.k > it).flatten() for it in range(kmax)]
     full = [len(a) == b for a in acts]
-    acts_dev = torch.cat(acts).to(dev).split([len(a) for a in acts])
+    acts_dev = acts
+    if dev.type != "cpu" and not all(full):  # pinned + non-blocking: the host does not wait
+        acts_dev = list(
+            torch.cat(acts).pin_memory().to(dev, non_blocking=True).split([len(a) for a in acts])
+        )
     trailing = [1] * len(shape)
     for it in range(kmax):
         act, a_dev = acts[it], acts_dev[it]
@@ -144,14 +148,18 @@ def _trace_step(
     traces: list[dict[str, Any]],
     i: int,
     sigma: float,
-    sh: float,
-    knobs: Knobs,
-    start_scores: Tensor,
-    pivot_score: Tensor,
-    hist: tuple[Tensor, ...],
+    sh: float | None = None,
+    knobs: Knobs | None = None,
+    start_scores: Tensor | None = None,
+    pivot_score: Tensor | None = None,
+    hist: tuple[Tensor, ...] = (),
 ) -> None:
-    """Append one searchable step (knobs, start score, per-iteration I/J/score) to each trace;
-    the history moves to the host once, here."""
+    """Append one step to each trace: a plain step (``sh is None``) or a searchable one (knobs,
+    start score, per-iteration I/J/score); the history moves to the host here."""
+    if sh is None or knobs is None or start_scores is None or pivot_score is None:
+        for tr in traces:
+            tr["steps"].append({"i": i, "sigma": sigma, "searchable": False})
+        return
     hi, hj, hs, he = (h.T.tolist() for h in hist)  # (B, K_max) lists
     start, final = start_scores.tolist(), pivot_score.tolist()
     eps, ks = knobs.eps.tolist(), knobs.k.tolist()
@@ -229,11 +237,11 @@ def eps_greedy(
     owner = torch.arange(b)
     radius = sqrt2d(x_T)
     x, x0 = x_T, None
+    pending: list[tuple[Any, ...]] = []  # searchable steps, traced after the loop
     for i in range(sampler.num_steps):
         if sampler.noise_scale(i) == 0.0:
             x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner)
-            for tr in traces:
-                tr["steps"].append({"i": i, "sigma": sampler.sigma(i), "searchable": False})
+            pending.append((i, sampler.sigma(i)))
             continue
         if sampler.needs_x0 and x0 is None:
             x0 = ledger(x, sampler.sigma(i), cond, owner, "step")
@@ -241,8 +249,7 @@ def eps_greedy(
         pivot = randn_like_rows(x, gens)
         pivot_x0 = ledger(x_det + scale * pivot, sh, cond, owner, "step")
         pivot_score = score(pivot_x0, cond, owner, defer=True)
-        score.check()
-        start_scores = pivot_score.to("cpu", copy=True)  # the in-place updates must not reach it
+        start_scores = pivot_score.clone()  # the in-place updates must not reach it
         info = StepInfo(
             i,
             sampler.num_steps,
@@ -258,12 +265,15 @@ def eps_greedy(
         pivot, pivot_x0, pivot_score, hist = _search_step(
             ledger, score, knobs, gens, radius, x_det, sh, scale, cond, pivot, pivot_x0, pivot_score
         )
-        score.check()
-        _trace_step(traces, i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist)
+        # traces are written at the end: reading the history now would stall the GPU queue
+        pending.append((i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist))
         x_hat = x_det + scale * pivot
         x, x0 = sampler.post(i, x_hat, pivot_x0, evaluator(ledger, cond, owner, "step"))
         if callback is not None:
             callback({"i": i, "sigma": sampler.sigma(i), "x": x, "pivot_score": pivot_score})
+    score.check()  # deferred finiteness of every candidate's score
+    for args in pending:
+        _trace_step(traces, *args)
     final = score(x, cond, owner)
     return finish(method, params, x, final, ledger, traces, cond, t0)
 
