@@ -12,6 +12,7 @@ network output is reused by the step. NFEs per searchable step: ``1 + N K_t`` (+
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import torch
@@ -35,27 +36,47 @@ from adaptive_tts.types import Controller, Knobs, Reward, SearchResult, StepInfo
 
 
 def _draw_step(
-    k: int,
-    n: int,
-    eps: float,
-    lam: float,
-    g: torch.Generator,
-    shape: tuple[int, ...],
-    radius: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """All random draws of one sample's ``k`` iterations at a step, in a fixed order.
-
-    Returns ``explore`` ``(k, n)`` bool, ``fresh`` ``(k, n, *S)`` N(0, I) draws and ``offset``
-    ``(k, n, *S)`` neighbour displacements ``u sqrt(2d) g / |g|`` (``u ~ U(0, lam)``), on the
-    generator's device. Neighbours are ``pivot + offset`` with the pivot current at that
-    iteration."""
+    k: int, n: int, g: torch.Generator, shape: tuple[int, ...]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """All random draws of one sample's ``k`` iterations at a step, in a fixed order, on the
+    generator's device: exploration uniforms ``(k, n)``, fresh N(0, I) draws ``(k, n, *S)``,
+    neighbour directions (unnormalised, ``(k, n, *S)``) and radius uniforms ``(k, n)``.
+    :func:`_candidates_noise` turns the whole batch's draws into candidates in one pass."""
     dev = g.device
-    explore = torch.rand((k, n), generator=g, device=dev) < eps
+    explore_u = torch.rand((k, n), generator=g, device=dev)
     fresh = torch.randn((k, n, *shape), generator=g, device=dev)
-    direction = unit_directions(torch.randn((k * n, *shape), generator=g, device=dev))
-    u = torch.rand(k * n, generator=g, device=dev) * lam
-    offset = (u * radius).view(-1, *([1] * len(shape))) * direction
-    return explore, fresh, offset.view(k, n, *shape)
+    direction = torch.randn((k * n, *shape), generator=g, device=dev)
+    u = torch.rand(k * n, generator=g, device=dev)
+    return explore_u, fresh, direction.view(k, n, *shape), u.view(k, n)
+
+
+def _candidates_noise(
+    draws: list[tuple[Tensor, Tensor, Tensor, Tensor]],
+    eps: Tensor,
+    lam: float,
+    radius: float,
+    kmax: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack per-sample draws (padded to ``kmax`` iterations) into ``explore`` ``(B, K, n)``
+    bool, ``fresh`` ``(B, K, n, *S)`` and neighbour offsets ``u sqrt(2d) g / |g|``
+    (``u ~ U(0, lam)``) ``(B, K, n, *S)``; neighbours are ``pivot + offset`` with the pivot
+    current at that iteration."""
+
+    def stack(i: int) -> Tensor:
+        parts = [d[i] for d in draws]
+        if any(p.shape[0] != kmax for p in parts):
+            parts = [torch.cat([p, p.new_zeros(kmax - p.shape[0], *p.shape[1:])]) for p in parts]
+        return torch.stack(parts).to(device)
+
+    explore_u, fresh, direction, u = (stack(i) for i in range(4))
+    b, _, n = explore_u.shape
+    trailing = [1] * (fresh.dim() - 3)
+    explore = explore_u < eps.to(device=device, dtype=explore_u.dtype).view(b, 1, 1)
+    unit = unit_directions(direction.reshape(b * kmax * n, *direction.shape[3:]))
+    offset = ((u * lam) * radius).view(b, kmax, n, *trailing) * unit.view(direction.shape)
+    return explore, fresh.to(dtype), offset.to(dtype)
 
 
 def _search_step(
@@ -87,17 +108,10 @@ def _search_step(
     if kmax == 0:
         return pivot, pivot_x0, pivot_score, (hist_i, hist_j, hist_s, hist_e)
     ks = [int(v) for v in knobs.k]
-    draws = [
-        _draw_step(ks[j], n, float(knobs.eps[j]), knobs.lam, gens[j], shape, radius)
-        for j in range(b)
-    ]
-
-    def pad(t: Tensor) -> Tensor:
-        return torch.cat([t, t.new_zeros(kmax - t.shape[0], *t.shape[1:])])
-
-    explore = torch.stack([pad(d[0]) for d in draws]).to(dev)  # (B, K, n)
-    fresh = torch.stack([pad(d[1]) for d in draws]).to(dev, x_det.dtype)
-    offset = torch.stack([pad(d[2]) for d in draws]).to(dev, x_det.dtype)
+    draws = [_draw_step(ks[j], n, gens[j], shape) for j in range(b)]
+    explore, fresh, offset = _candidates_noise(
+        draws, knobs.eps, knobs.lam, radius, kmax, dev, x_det.dtype
+    )
     # active rows per iteration: computed on the host, sent to the device in one copy
     acts = [torch.nonzero(knobs.k > it).flatten() for it in range(kmax)]
     full = [len(a) == b for a in acts]
@@ -142,6 +156,41 @@ def _search_step(
             for h, v in zip((hist_i, hist_j, hist_s, hist_e), rec):
                 h[it, a_dev] = v
     return pivot, pivot_x0, pivot_score, (hist_i, hist_j, hist_s, hist_e)
+
+
+class _TraceQueue:
+    """Write per-step trace entries in step order as soon as a step's history is on the host.
+
+    On a GPU the history is copied with non-blocking copies and an event, so the host builds
+    the entries of finished steps while the GPU runs later ones; on the CPU entries are built
+    at once."""
+
+    def __init__(self, traces: list[dict[str, Any]], device: torch.device) -> None:
+        self.traces, self.cuda = traces, device.type == "cuda"
+        self.queue: deque[tuple[tuple[Any, ...], Any]] = deque()
+
+    def add(self, *args: Any) -> None:
+        """``args`` as for :func:`_trace_step` (after ``traces``)."""
+        event = None
+        if self.cuda and len(args) > 2:
+            i, sigma, sh, knobs, start, final, hist = args
+            start, final = (t.to("cpu", non_blocking=True) for t in (start, final))
+            hist = tuple(h.to("cpu", non_blocking=True) for h in hist)
+            args = (i, sigma, sh, knobs, start, final, hist)
+            event = torch.cuda.Event()
+            event.record()
+        self.queue.append((args, event))
+        self.drain(block=False)
+
+    def drain(self, block: bool = True) -> None:
+        while self.queue:
+            args, event = self.queue[0]
+            if event is not None and not event.query():
+                if not block:
+                    return
+                event.synchronize()
+            self.queue.popleft()
+            _trace_step(self.traces, *args)
 
 
 def _trace_step(
@@ -237,11 +286,11 @@ def eps_greedy(
     owner = torch.arange(b)
     radius = sqrt2d(x_T)
     x, x0 = x_T, None
-    pending: list[tuple[Any, ...]] = []  # searchable steps, traced after the loop
+    pending = _TraceQueue(traces, x_T.device)
     for i in range(sampler.num_steps):
         if sampler.noise_scale(i) == 0.0:
             x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner)
-            pending.append((i, sampler.sigma(i)))
+            pending.add(i, sampler.sigma(i))
             continue
         if sampler.needs_x0 and x0 is None:
             x0 = ledger(x, sampler.sigma(i), cond, owner, "step")
@@ -265,15 +314,14 @@ def eps_greedy(
         pivot, pivot_x0, pivot_score, hist = _search_step(
             ledger, score, knobs, gens, radius, x_det, sh, scale, cond, pivot, pivot_x0, pivot_score
         )
-        # traces are written at the end: reading the history now would stall the GPU queue
-        pending.append((i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist))
+        # reading the history now would stall the GPU: the queue writes it once it has arrived
+        pending.add(i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist)
         x_hat = x_det + scale * pivot
         x, x0 = sampler.post(i, x_hat, pivot_x0, evaluator(ledger, cond, owner, "step"))
         if callback is not None:
             callback({"i": i, "sigma": sampler.sigma(i), "x": x, "pivot_score": pivot_score})
     score.check()  # deferred finiteness of every candidate's score
-    for args in pending:
-        _trace_step(traces, *args)
+    pending.drain()
     final = score(x, cond, owner)
     return finish(method, params, x, final, ledger, traces, cond, t0)
 
