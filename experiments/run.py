@@ -111,6 +111,8 @@ def run_experiment(
         torch.cuda.set_device(torch.device(device))
     task = build_task(cfg["task"], device=device)
     if cfg["cuda_graphs"]:
+        if not device.startswith("cuda"):
+            raise ValueError(f"cuda_graphs: true needs device: cuda, got device: {device}")
         from adaptive_tts.cuda_graphs import graph_task
 
         task = graph_task(task)

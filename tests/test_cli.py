@@ -99,3 +99,18 @@ def test_console_script_entry_point() -> None:
 def test_bad_class_is_clear() -> None:
     with pytest.raises(ValueError, match="class"):
         main(["sample", "--model", "gmm", "--class", "9", "--batch", "1", "--steps", "4"])
+
+
+def test_cuda_graphs_need_a_cuda_device() -> None:
+    with pytest.raises(SystemExit, match="--cuda-graphs needs --device cuda"):
+        main(["sample", "--model", "gmm", "--batch", "1", "--steps", "4", "--cuda-graphs"])
+
+
+def test_generator_device_reaches_the_search(capsys) -> None:
+    """`--generator-device cpu` is the default stream: same JSON as without the flag."""
+    base = ["sample", "--model", "gmm", "--method", "eps-greedy", "--batch", "2", "--steps", "4"]
+    main([*base, "--json"])
+    a = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    main([*base, "--generator-device", "cpu", "--json"])
+    b = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert a["rewards"] == b["rewards"] and a["nfe"] == b["nfe"]

@@ -27,6 +27,12 @@ def test_overrides_and_sweeps() -> None:
         load_config(CONFIG, ["nonsense"])
 
 
+def test_cuda_graphs_on_cpu_is_a_clear_error(tmp_path) -> None:
+    cfg = load_config(CONFIG, ["cuda_graphs=true", "device=cpu"])
+    with pytest.raises(ValueError, match="cuda_graphs: true needs device: cuda"):
+        run_experiment(cfg, tmp_path, wandb_on=False, progress=False)
+
+
 def test_results_and_offline_wandb(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = load_config(CONFIG, ["sampler.steps=4"])
