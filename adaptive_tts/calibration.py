@@ -8,11 +8,11 @@ Layout of a calibration directory::
     DIR/traces-0000R.jsonl    process R's shard when launched with several processes
 
 Several processes (``torchrun --nproc_per_node G -m adaptive_tts.cli calibrate ...`` or
-``accelerate launch``; :func:`process_shard` reads ``RANK`` / ``WORLD_SIZE``) split the pairs
-round-robin and each appends the ones not yet done to its own shard (no process group or
-gather is needed). The split is of the pair list itself (pair ``j`` goes to process
-``j mod world``), so it does not depend on when each process starts. With ``--device cuda``,
-process R uses GPU ``LOCAL_RANK``.
+``accelerate launch``; :func:`~adaptive_tts.runner.process_shard` reads ``RANK`` and
+``WORLD_SIZE``) split the pairs round-robin and each appends the ones not yet done to its own
+shard (no process group or gather is needed). The split is of the pair list itself (pair ``j``
+goes to process ``j mod world``), so it does not depend on when each process starts. With
+``--device cuda``, process R uses GPU ``LOCAL_RANK``.
 
 Re-running the same command skips finished (prompt, seed) pairs. Traces are appended one batch
 at a time with flush + fsync, so a crash loses at most the batch in flight; a truncated last
@@ -94,21 +94,6 @@ def _settings(task: Task, method: str, sampler: Sampler, options: dict[str, Any]
     }
 
 
-def process_shard() -> tuple[int, int]:
-    """``(rank, world)`` of this process from torchrun/accelerate's environment (else 0, 1)."""
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK must lie in [0, WORLD_SIZE - 1], got RANK={rank} of {world}")
-    return rank, world
-
-
-def rank_device(device: str) -> str:
-    """``"cuda"`` becomes ``"cuda:LOCAL_RANK"`` in a multi-process launch; else unchanged."""
-    if device == "cuda" and process_shard()[1] > 1:
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
-
-
 def calibrate(
     task: Task,
     method: str,
@@ -127,7 +112,7 @@ def calibrate(
         pairs: ``(prompt, seed)`` pairs (prompt -1 where the task uses none).
         batch: pairs per search call (the unit a crash can lose).
         shard: ``(rank, world)``: this process runs pairs ``rank::world`` into its own shard
-            (:func:`process_shard` reads them from a torchrun/accelerate launch).
+            (:func:`~adaptive_tts.runner.process_shard` reads them from a launcher).
         options: the method's knobs (``n``, ``k``, ``eps``, ``lam`` ...), recorded in the settings.
     Returns:
         ``{"done": already finished, "ran": run here, "total": len(pairs), "rank", "world",
@@ -180,9 +165,8 @@ def calibrate(
         )
         took = time.perf_counter() - t0  # the result is on the host: the GPU work is done
         seconds, nfe = seconds + took, nfe + int(res.nfe.sum())
-        first = took if start == 0 else first
-        nfe_first = nfe if start == 0 else nfe_first
-        t_first = time.time() if start == 0 else t_first
+        if start == 0:
+            first, nfe_first, t_first = took, nfe, time.time()
         lines = []
         for (prompt, _), tr in zip(chunk, res.traces):
             tr["prompt"] = int(prompt)

@@ -66,16 +66,15 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from adaptive_tts.runner import run_method
+    from adaptive_tts.runner import prepare_task, run_method
     from adaptive_tts.sampling import make_sampler
-    from adaptive_tts.tasks import build_task
 
     task_name = args.task or DEFAULT_TASK[args.model]
     if not task_name.startswith(args.model):
         raise SystemExit(f"--task {task_name} does not run on --model {args.model}")
     if args.batch < 1:
         raise SystemExit(f"--batch must be >= 1, got {args.batch}")
-    task = _gpu_task(build_task(task_name, device=args.device), args)
+    task, args.device = prepare_task(task_name, args.device, args.cuda_graphs)
     sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
     classes = args.classes if args.classes else ([0] if task.uses_prompt else None)
     prompts = task.prompts(classes, args.batch)
@@ -169,29 +168,13 @@ def _add_gpu_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _gpu_task(task: Any, args: argparse.Namespace) -> Any:
-    """Apply ``--cuda-graphs`` (a CUDA device is required)."""
-    if not args.cuda_graphs:
-        return task
-    if not str(args.device).startswith("cuda"):
-        raise SystemExit(f"--cuda-graphs needs --device cuda, got --device {args.device}")
-    from adaptive_tts.cuda_graphs import graph_task
-
-    return graph_task(task)
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import torch
-
-    from adaptive_tts.calibration import calibrate, process_shard, rank_device
+    from adaptive_tts.calibration import calibrate
+    from adaptive_tts.runner import prepare_task, process_shard
     from adaptive_tts.sampling import make_sampler
-    from adaptive_tts.tasks import build_task
 
-    device = rank_device(args.device)
-    if device.startswith("cuda:"):
-        torch.cuda.set_device(torch.device(device))
+    task, device = prepare_task(args.task, args.device, args.cuda_graphs)
     args.device = device
-    task = _gpu_task(build_task(args.task, device=device), args)
     sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
     classes = (
         args.classes

@@ -4,13 +4,14 @@ calibration and benchmarks)."""
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 import torch
 
 from adaptive_tts.sampling import Sampler, initial_noise, make_generators
 from adaptive_tts.search import METHODS
-from adaptive_tts.tasks import Task
+from adaptive_tts.tasks import Task, build_task
 from adaptive_tts.types import SearchResult
 
 
@@ -65,3 +66,35 @@ def run_method(
         tr["task"] = task.name
         tr["model"] = task.model
     return result
+
+
+def process_shard() -> tuple[int, int]:
+    """``(rank, world)`` of this process from torchrun/accelerate's environment (else 0, 1)."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK must lie in [0, WORLD_SIZE - 1], got RANK={rank} of {world}")
+    return rank, world
+
+
+def rank_device(device: str) -> str:
+    """``"cuda"`` becomes ``"cuda:LOCAL_RANK"`` in a multi-process launch; else unchanged."""
+    if device == "cuda" and process_shard()[1] > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def prepare_task(name: str, device: str = "cpu", cuda_graphs: bool = False) -> tuple[Task, str]:
+    """Build task ``name`` for this process: ``device`` goes through :func:`rank_device` (and
+    becomes the current CUDA device), and ``cuda_graphs`` wraps the denoiser and reward in
+    CUDA-graph replay. Returns the task and the device it lives on."""
+    device = rank_device(str(device))
+    if cuda_graphs and not device.startswith("cuda"):
+        raise ValueError(f"cuda_graphs needs a CUDA device, got device {device!r}")
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(device))
+    task = build_task(name, device=device)
+    if cuda_graphs:
+        from adaptive_tts.cuda_graphs import graph_task
+
+        task = graph_task(task)
+    return task, device

@@ -26,11 +26,10 @@ from typing import Any
 
 import torch
 
-from adaptive_tts.calibration import calibrate, load_traces, rank_device
+from adaptive_tts.calibration import calibrate, load_traces
 from adaptive_tts.report import format_table, mean_ci
-from adaptive_tts.runner import run_method
+from adaptive_tts.runner import prepare_task, run_method
 from adaptive_tts.sampling import make_sampler
-from adaptive_tts.tasks import build_task
 from experiments.config import expand_methods, load_config
 
 
@@ -106,16 +105,8 @@ def run_experiment(
     from tqdm.auto import tqdm
 
     dist = Dist()
-    device = rank_device(str(cfg["device"]))  # cuda -> cuda:LOCAL_RANK under a launcher
-    if device.startswith("cuda:"):
-        torch.cuda.set_device(torch.device(device))
-    task = build_task(cfg["task"], device=device)
-    if cfg["cuda_graphs"]:
-        if not device.startswith("cuda"):
-            raise ValueError(f"cuda_graphs: true needs device: cuda, got device: {device}")
-        from adaptive_tts.cuda_graphs import graph_task
-
-        task = graph_task(task)
+    # cuda -> cuda:LOCAL_RANK under a launcher
+    task, device = prepare_task(cfg["task"], cfg["device"], bool(cfg["cuda_graphs"]))
     gen_dev = cfg["generator_device"]
     sc = cfg["sampler"]
     sampler = make_sampler(sc["name"], int(sc["steps"]), sigma_max=task.sigma_max)

@@ -7,7 +7,8 @@ import warnings
 
 import pytest
 
-from adaptive_tts.calibration import calibrate, load_traces, process_shard, rank_device
+from adaptive_tts.calibration import calibrate, load_traces
+from adaptive_tts.runner import process_shard, rank_device
 from adaptive_tts.sampling import make_sampler
 from adaptive_tts.tasks import build_task
 

@@ -102,7 +102,7 @@ def test_bad_class_is_clear() -> None:
 
 
 def test_cuda_graphs_need_a_cuda_device() -> None:
-    with pytest.raises(SystemExit, match="--cuda-graphs needs --device cuda"):
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
         main(["sample", "--model", "gmm", "--batch", "1", "--steps", "4", "--cuda-graphs"])
 
 

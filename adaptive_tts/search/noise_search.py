@@ -50,6 +50,14 @@ def _draw_step(
     return explore_u, fresh, direction.view(k, n, *shape), u.view(k, n)
 
 
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """Host tensor to ``device`` without the host waiting for the GPU (a plain copy from
+    pageable memory would synchronise the stream): pinned + non-blocking on CUDA."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _candidates_noise(
     draws: list[tuple[Tensor, Tensor, Tensor, Tensor]],
     eps: Tensor,
@@ -68,12 +76,12 @@ def _candidates_noise(
         parts = [d[i] for d in draws]
         if any(p.shape[0] != kmax for p in parts):
             parts = [torch.cat([p, p.new_zeros(kmax - p.shape[0], *p.shape[1:])]) for p in parts]
-        return torch.stack(parts).to(device)
+        return _to_device(torch.stack(parts), device)
 
     explore_u, fresh, direction, u = (stack(i) for i in range(4))
     b, _, n = explore_u.shape
     trailing = [1] * (fresh.dim() - 3)
-    explore = explore_u < eps.to(device=device, dtype=explore_u.dtype).view(b, 1, 1)
+    explore = explore_u < _to_device(eps.to(explore_u.dtype), device).view(b, 1, 1)
     unit = unit_directions(direction.reshape(b * kmax * n, *direction.shape[3:]))
     offset = ((u * lam) * radius).view(b, kmax, n, *trailing) * unit.view(direction.shape)
     return explore, fresh.to(dtype), offset.to(dtype)
@@ -115,11 +123,9 @@ def _search_step(
     # active rows per iteration: computed on the host, sent to the device in one copy
     acts = [torch.nonzero(knobs.k > it).flatten() for it in range(kmax)]
     full = [len(a) == b for a in acts]
-    acts_dev = acts
-    if dev.type != "cpu" and not all(full):  # pinned + non-blocking: the host does not wait
-        acts_dev = list(
-            torch.cat(acts).pin_memory().to(dev, non_blocking=True).split([len(a) for a in acts])
-        )
+    acts_dev = (
+        acts if all(full) else list(_to_device(torch.cat(acts), dev).split([len(a) for a in acts]))
+    )
     trailing = [1] * len(shape)
     for it in range(kmax):
         act, a_dev = acts[it], acts_dev[it]

@@ -29,7 +29,7 @@ def test_overrides_and_sweeps() -> None:
 
 def test_cuda_graphs_on_cpu_is_a_clear_error(tmp_path) -> None:
     cfg = load_config(CONFIG, ["cuda_graphs=true", "device=cpu"])
-    with pytest.raises(ValueError, match="cuda_graphs: true needs device: cuda"):
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
         run_experiment(cfg, tmp_path, wandb_on=False, progress=False)
 
 
