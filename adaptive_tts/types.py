@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -31,12 +31,16 @@ class Knobs:
         k: iterations per sample, ``(B,)`` long (0: no search at this step).
         eps: exploration probability per sample, ``(B,)`` in [0, 1].
         lam: neighbour radius scale (radius ``u sqrt(2d)``, ``u ~ U(0, lam)``).
+        move: how a neighbour is made from the pivot: ``"additive"`` (the paper's
+            ``pivot + u sqrt(2d) g/|g|``) or ``"gaussian"`` (``sqrt(1 - b^2) pivot + b g`` with
+            ``b = min(1, u sqrt(2))``, which keeps candidates ``N(0, I)``).
     """
 
     n: int
     k: Tensor
     eps: Tensor
     lam: float
+    move: Literal["additive", "gaussian"] = "additive"
 
     def validate(self, batch: int) -> None:
         if self.n < 1:
@@ -47,8 +51,10 @@ class Knobs:
             raise ValueError(f"k (iterations) must be >= 0, got {self.k.tolist()}")
         if ((self.eps < 0) | (self.eps > 1)).any():
             raise ValueError(f"eps must lie in [0, 1], got {self.eps.tolist()}")
-        if self.lam < 0:
+        if not self.lam >= 0:
             raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if self.move not in ("additive", "gaussian"):
+            raise ValueError(f"move must be 'additive' or 'gaussian', got {self.move!r}")
 
 
 @dataclass
@@ -85,6 +91,38 @@ class Controller(Protocol):
     """Decides the search knobs per step (see :mod:`controllers`)."""
 
     def decide(self, step: StepInfo) -> Knobs: ...
+
+
+@dataclass
+class IterInfo:
+    """What a closed-loop controller sees after each search iteration of a step, for the
+    samples that ran it (``A`` of the batch's ``B``).
+
+    Attributes:
+        step: the step's :class:`StepInfo` (sigma, sigma_hat, NFEs when the step began).
+        iteration: iterations done at this step so far (1-based).
+        active: batch indices of these samples, ``(A,)`` long, on the search's device.
+        history: their pivot score after 0, 1, ..., ``iteration`` iterations,
+            ``(A, iteration + 1)``, on the search's device.
+        nfe: NFEs each of them has spent so far (this iteration included), ``(A,)`` long, host.
+        knobs: the step's knobs (``knobs.k`` is each sample's iteration cap).
+    """
+
+    step: StepInfo
+    iteration: int
+    active: Tensor
+    history: Tensor
+    nfe: Tensor
+    knobs: Knobs
+
+
+class ClosedLoopController(Controller, Protocol):
+    """A controller that may also stop a sample's search after any iteration of a step."""
+
+    def keep_searching(self, it: IterInfo) -> Tensor:
+        """``(A,)`` bool (device or host): True for samples that should run another iteration
+        (a sample also stops once it reaches its cap ``knobs.k``)."""
+        ...
 
 
 @dataclass

@@ -12,7 +12,7 @@ network output is reused by the step. NFEs per searchable step: ``1 + N K_t`` (+
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,7 +32,8 @@ from adaptive_tts.search.common import (
     sqrt2d,
     unit_directions,
 )
-from adaptive_tts.types import Controller, Knobs, Reward, SearchResult, StepInfo
+from adaptive_tts.search.noise_trace import TraceQueue
+from adaptive_tts.types import Controller, IterInfo, Knobs, Reward, SearchResult, StepInfo
 
 
 def _draw_step(
@@ -60,17 +61,18 @@ def _to_device(t: Tensor, device: torch.device) -> Tensor:
 
 def _candidates_noise(
     draws: list[tuple[Tensor, Tensor, Tensor, Tensor]],
-    eps: Tensor,
-    lam: float,
+    knobs: Knobs,
     radius: float,
     kmax: int,
     device: torch.device,
     dtype: torch.dtype,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Stack per-sample draws (padded to ``kmax`` iterations) into ``explore`` ``(B, K, n)``
-    bool, ``fresh`` ``(B, K, n, *S)`` and neighbour offsets ``u sqrt(2d) g / |g|``
-    (``u ~ U(0, lam)``) ``(B, K, n, *S)``; neighbours are ``pivot + offset`` with the pivot
-    current at that iteration."""
+    bool, ``fresh`` ``(B, K, n, *S)``, neighbour offsets ``(B, K, n, *S)`` and the pivot's
+    weight in a neighbour (``None``: 1). Neighbours are ``weight * pivot + offset`` with the
+    pivot current at that iteration: ``move="additive"`` gives ``pivot + u sqrt(2d) g / |g|``
+    (``u ~ U(0, lam)``), ``move="gaussian"`` gives ``sqrt(1 - b^2) pivot + b g`` with
+    ``b = min(1, u sqrt(2))``, so a neighbour of an ``N(0, I)`` pivot is again ``N(0, I)``."""
 
     def stack(i: int) -> Tensor:
         parts = [d[i] for d in draws]
@@ -81,63 +83,86 @@ def _candidates_noise(
     explore_u, fresh, direction, u = (stack(i) for i in range(4))
     b, _, n = explore_u.shape
     trailing = [1] * (fresh.dim() - 3)
-    explore = explore_u < _to_device(eps.to(explore_u.dtype), device).view(b, 1, 1)
+    explore = explore_u < _to_device(knobs.eps.to(explore_u.dtype), device).view(b, 1, 1)
+    if knobs.move == "gaussian":
+        beta = (u * (knobs.lam * 2**0.5)).clamp(max=1.0)
+        weight = (1 - beta * beta).sqrt().view(b, kmax, n, *trailing)
+        return explore, fresh.to(dtype), (beta.view(weight.shape) * direction).to(dtype), weight
     unit = unit_directions(direction.reshape(b * kmax * n, *direction.shape[3:]))
-    offset = ((u * lam) * radius).view(b, kmax, n, *trailing) * unit.view(direction.shape)
-    return explore, fresh.to(dtype), offset.to(dtype)
+    offset = ((u * knobs.lam) * radius).view(b, kmax, n, *trailing) * unit.view(direction.shape)
+    return explore, fresh.to(dtype), offset.to(dtype), None
 
 
 def _search_step(
     ledger: Ledger,
     score: Scorer,
+    info: StepInfo,
     knobs: Knobs,
     gens: list[torch.Generator],
     radius: float,
     x_det: Tensor,
-    sh: float,
     scale: float,
-    cond: Tensor | None,
     pivot: Tensor,
     pivot_x0: Tensor,
     pivot_score: Tensor,
-) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
-    """The ``K_t`` iterations of one step, kept on the device (no host synchronisation).
+    stop: Callable[[IterInfo], Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...], Tensor | None]:
+    """The ``K_t`` iterations of one step.
 
     ``pivot``/``pivot_x0`` ``(B, *S)`` and ``pivot_score`` ``(B,)`` are the step's starting pivot;
-    returns the final ones and the history ``(I, J, score, n_explore)``, each ``(K_max, B)``
-    on the device (rows past a sample's ``k_t`` stay zero)."""
+    returns the final ones, the history ``(I, J, score, n_explore)``, each ``(K_max, B)`` on the
+    device (rows past a sample's last iteration stay zero), and with ``stop`` the iterations
+    each sample ran ``(B,)`` (host). Without ``stop`` nothing waits on the GPU; with it, the
+    samples still searching are read back once per iteration (before the first one too), and
+    those that stopped leave the network calls."""
     dev, b, n = x_det.device, x_det.shape[0], knobs.n
+    sh, cond = info.sigma_hat, info.cond
     shape = tuple(x_det.shape[1:])
     kmax = int(knobs.k.max()) if b else 0
     hist_i = torch.zeros(kmax, b, dtype=torch.bool, device=dev)
     hist_j = torch.zeros(kmax, b, dtype=torch.bool, device=dev)
     hist_s = torch.zeros(kmax, b, device=dev)
     hist_e = torch.zeros(kmax, b, dtype=torch.long, device=dev)
+    hist = (hist_i, hist_j, hist_s, hist_e)
+    done = None if stop is None else torch.zeros(b, dtype=torch.long)
     if kmax == 0:
-        return pivot, pivot_x0, pivot_score, (hist_i, hist_j, hist_s, hist_e)
+        return pivot, pivot_x0, pivot_score, hist, done
     ks = [int(v) for v in knobs.k]
     draws = [_draw_step(ks[j], n, gens[j], shape) for j in range(b)]
-    explore, fresh, offset = _candidates_noise(
-        draws, knobs.eps, knobs.lam, radius, kmax, dev, x_det.dtype
-    )
-    # active rows per iteration: computed on the host, sent to the device in one copy
-    acts = [torch.nonzero(knobs.k > it).flatten() for it in range(kmax)]
-    full = [len(a) == b for a in acts]
-    acts_dev = (
-        acts if all(full) else list(_to_device(torch.cat(acts), dev).split([len(a) for a in acts]))
-    )
+    explore, fresh, offset, weight = _candidates_noise(draws, knobs, radius, kmax, dev, x_det.dtype)
+    if stop is None:  # active rows per iteration from the caps alone: one host-to-device copy
+        acts = [torch.nonzero(knobs.k > it).flatten() for it in range(kmax)]
+        full = [len(a) == b for a in acts]
+        acts_dev = (
+            acts
+            if all(full)
+            else list(_to_device(torch.cat(acts), dev).split([len(a) for a in acts]))
+        )
+    else:
+        start = pivot_score.clone()
+        acts, acts_dev, full = [], [], []
+        live = _closed_loop_active(stop, info, knobs, 0, torch.arange(b), start[:, None], ledger)
     trailing = [1] * len(shape)
     for it in range(kmax):
+        if stop is not None:
+            if len(live) == 0:
+                break
+            acts.append(live)
+            acts_dev.append(_to_device(live, dev))
+            full.append(len(live) == b)
         act, a_dev = acts[it], acts_dev[it]
+        if len(act) == 0:
+            break
 
         def sel(t: Tensor, it: int = it, a_dev: Tensor = a_dev) -> Tensor:
             return t if full[it] else t[a_dev]
 
         m = len(act)
         ex = sel(explore[:, it])  # (A, n)
-        cand = torch.where(
-            ex.view(m, n, *trailing), sel(fresh[:, it]), sel(pivot)[:, None] + sel(offset[:, it])
-        ).reshape(m * n, *shape)
+        near = sel(pivot)[:, None] + sel(offset[:, it])
+        if weight is not None:
+            near = sel(weight[:, it]) * sel(pivot)[:, None] + sel(offset[:, it])
+        cand = torch.where(ex.view(m, n, *trailing), sel(fresh[:, it]), near).reshape(m * n, *shape)
         own = rep(act, n)
         c_act = None if cond is None else rep(sel(cond), n)
         x0c = ledger(rep(sel(x_det), n) + scale * cand, sh, c_act, own, "score")
@@ -154,91 +179,40 @@ def _search_step(
         rec = (improved & ex.gather(1, best[:, None])[:, 0], improved, new[2], ex.sum(1))
         if full[it]:
             pivot, pivot_x0, pivot_score = new
-            for h, v in zip((hist_i, hist_j, hist_s, hist_e), rec):
+            for h, v in zip(hist, rec):
                 h[it] = v
         else:
             for t, v in zip((pivot, pivot_x0, pivot_score), new):
                 t[a_dev] = v
-            for h, v in zip((hist_i, hist_j, hist_s, hist_e), rec):
+            for h, v in zip(hist, rec):
                 h[it, a_dev] = v
-    return pivot, pivot_x0, pivot_score, (hist_i, hist_j, hist_s, hist_e)
+        if stop is not None and done is not None:
+            done[act] += 1
+            history = torch.cat([start[a_dev, None], hist_s[: it + 1, a_dev].T], 1)
+            live = _closed_loop_active(stop, info, knobs, it + 1, act, history, ledger)
+    return pivot, pivot_x0, pivot_score, hist, done
 
 
-class _TraceQueue:
-    """Write per-step trace entries in step order as soon as a step's history is on the host.
-
-    On a GPU the history is copied with non-blocking copies and an event, so the host builds
-    the entries of finished steps while the GPU runs later ones; on the CPU entries are built
-    at once."""
-
-    def __init__(self, traces: list[dict[str, Any]], device: torch.device) -> None:
-        self.traces, self.cuda = traces, device.type == "cuda"
-        self.queue: deque[tuple[tuple[Any, ...], Any]] = deque()
-
-    def add(self, *args: Any) -> None:
-        """``args`` as for :func:`_trace_step` (after ``traces``)."""
-        event = None
-        if self.cuda and len(args) > 2:
-            i, sigma, sh, knobs, start, final, hist = args
-            start, final = (t.to("cpu", non_blocking=True) for t in (start, final))
-            hist = tuple(h.to("cpu", non_blocking=True) for h in hist)
-            args = (i, sigma, sh, knobs, start, final, hist)
-            event = torch.cuda.Event()
-            event.record()
-        self.queue.append((args, event))
-        self.drain(block=False)
-
-    def drain(self, block: bool = True) -> None:
-        while self.queue:
-            args, event = self.queue[0]
-            if event is not None and not event.query():
-                if not block:
-                    return
-                event.synchronize()
-            self.queue.popleft()
-            _trace_step(self.traces, *args)
-
-
-def _trace_step(
-    traces: list[dict[str, Any]],
-    i: int,
-    sigma: float,
-    sh: float | None = None,
-    knobs: Knobs | None = None,
-    start_scores: Tensor | None = None,
-    pivot_score: Tensor | None = None,
-    hist: tuple[Tensor, ...] = (),
-) -> None:
-    """Append one step to each trace: a plain step (``sh is None``) or a searchable one (knobs,
-    start score, per-iteration I/J/score); the history moves to the host here."""
-    if sh is None or knobs is None or start_scores is None or pivot_score is None:
-        for tr in traces:
-            tr["steps"].append({"i": i, "sigma": sigma, "searchable": False})
-        return
-    hi, hj, hs, he = (h.T.tolist() for h in hist)  # (B, K_max) lists
-    start, final = start_scores.tolist(), pivot_score.tolist()
-    eps, ks = knobs.eps.tolist(), knobs.k.tolist()
-    for j, tr in enumerate(traces):
-        tr["steps"].append(
-            {
-                "i": i,
-                "sigma": sigma,
-                "sigma_hat": sh,
-                "searchable": True,
-                "knobs": {"n": knobs.n, "k": int(ks[j]), "eps": float(eps[j]), "lam": knobs.lam},
-                "initial_score": float(start[j]),
-                "iters": [
-                    {
-                        "I": int(hi[j][t]),
-                        "J": int(hj[j][t]),
-                        "score": float(hs[j][t]),
-                        "n_explore": int(he[j][t]),
-                    }
-                    for t in range(int(ks[j]))
-                ],
-                "one_step_reward": float(final[j]),
-            }
-        )
+def _closed_loop_active(
+    stop: Callable[[IterInfo], Tensor],
+    info: StepInfo,
+    knobs: Knobs,
+    iteration: int,
+    act: Tensor,
+    history: Tensor,
+    ledger: Ledger,
+) -> Tensor:
+    """Host indices of the samples in ``act`` that run iteration ``iteration + 1``: below their
+    cap and kept by the controller (the one read-back per iteration of a closed-loop search)."""
+    under = knobs.k[act] > iteration
+    if not bool(under.any()):
+        return act[:0]
+    act_dev = _to_device(act, history.device)
+    it = IterInfo(info, iteration, act_dev, history, ledger.per_sample[act], knobs)
+    keep = torch.as_tensor(stop(it)).to("cpu", torch.bool)
+    if keep.shape != act.shape:
+        raise ValueError(f"keep_searching must return shape ({len(act)},), got {tuple(keep.shape)}")
+    return act[keep & under]
 
 
 def _controller(
@@ -283,6 +257,7 @@ def eps_greedy(
     """
     gens = check_inputs(x_T, cond, generator)
     ctrl = _controller(controller, n, k, eps, lam)
+    stop = getattr(ctrl, "keep_searching", None)  # closed-loop: per-iteration decisions
     b = x_T.shape[0]
     t0 = time.perf_counter()
     ledger = Ledger(denoiser, b, max_batch)
@@ -292,7 +267,7 @@ def eps_greedy(
     owner = torch.arange(b)
     radius = sqrt2d(x_T)
     x, x0 = x_T, None
-    pending = _TraceQueue(traces, x_T.device)
+    pending = TraceQueue(traces, x_T.device)
     for i in range(sampler.num_steps):
         if sampler.noise_scale(i) == 0.0:
             x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner)
@@ -317,11 +292,23 @@ def eps_greedy(
         )
         knobs: Knobs = ctrl.decide(info)
         knobs.validate(b)
-        pivot, pivot_x0, pivot_score, hist = _search_step(
-            ledger, score, knobs, gens, radius, x_det, sh, scale, cond, pivot, pivot_x0, pivot_score
+        pivot, pivot_x0, pivot_score, hist, done = _search_step(
+            ledger,
+            score,
+            info,
+            knobs,
+            gens,
+            radius,
+            x_det,
+            scale,
+            pivot,
+            pivot_x0,
+            pivot_score,
+            stop,
         )
         # reading the history now would stall the GPU: the queue writes it once it has arrived
-        pending.add(i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist)
+        extra = () if done is None else (done,)
+        pending.add(i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist, *extra)
         x_hat = x_det + scale * pivot
         x, x0 = sampler.post(i, x_hat, pivot_x0, evaluator(ledger, cond, owner, "step"))
         if callback is not None:
