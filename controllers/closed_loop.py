@@ -1,0 +1,203 @@
+"""Closed-loop stopping controller: search a sample only until its pivot's one-step score says,
+through the learned reliability model, that it will hold the target with the given confidence.
+
+Per searchable step at ``sigma_hat`` (a function of sigma, not of the step index):
+
+* ``tau(sigma_hat)`` = the smallest score with ``P(r_0 >= q | s, sigma_hat) >= level``
+  (:meth:`~controllers.reliability.ReliabilityModel.threshold`), ``level = confidence`` times
+  the best probability any score reaches at that sigma (``rule="relative"``: where the score
+  says nothing, ``P`` is flat and nothing is searched) or ``confidence`` itself
+  (``rule="absolute"``: a step where no score reaches it is *uncertifiable* and gets no search
+  unless ``search_uncertifiable``).
+* Before each iteration (the first one too) a sample keeps searching only while its pivot score
+  is below ``tau``: the comparison runs on the device, the surviving rows are read back once
+  per iteration (stopped samples leave the network calls and are charged nothing).
+* Hard budgets with rollover (``budget`` NFEs per sample): every step reserves the calls that the
+  rest of plain sampling needs, and the pool left (what earlier steps did not spend rolls over)
+  is spread over the searchable steps still to come; ``budget_mode="batch"`` pools the whole
+  batch and gives a step's share to the samples with the lowest predicted success first.
+  ``"prompt"`` (the default) keeps each sample's decisions independent of the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from adaptive_tts.types import IterInfo, Knobs, StepInfo
+from controllers.reliability import ReliabilityModel
+from controllers.schedule import write_json
+
+SCHEMA = "adaptive_tts.closed_loop/1"
+BudgetMode = Literal["prompt", "batch"]
+
+
+def plain_costs(sampler: Any) -> list[int]:
+    """Network calls of each step of ``sampler`` without search, ``(T,)``."""
+    if hasattr(sampler, "calls_per_step"):
+        return [int(sampler.calls_per_step(i)) for i in range(sampler.num_steps)]
+    heun = getattr(sampler, "method", "") == "heun"
+    return [1 + int(heun and sampler.sigma(i + 1) > 0) for i in range(sampler.num_steps)]
+
+
+@dataclass
+class StoppingController:
+    """Per-sample stopping from a :class:`ReliabilityModel` (see the module docstring).
+
+    Args:
+        model: the fitted reliability model.
+        confidence: required ``P(r_0 >= q)`` to stop.
+        n, k_max, eps, lam, move: candidates per iteration, iteration cap per step, exploration
+            rate, neighbour radius and move (defaults: fresh draws only).
+        budget: hard NFE budget per sample (``None``: only ``k_max`` caps the search).
+        budget_mode: ``prompt`` (per sample) or ``batch`` (pooled over the batch).
+        search_uncertifiable: also search (up to ``k_max``) where no score certifies success.
+        rule: ``relative`` or ``absolute`` confidence (module docstring).
+        spread: how a sample's budget pool is spent: ``even`` (the pool over the searchable
+            steps ahead) or ``greedy`` (all of it may go to this step, up to ``k_max``).
+    """
+
+    model: ReliabilityModel
+    confidence: float = 0.95
+    n: int = 1
+    k_max: int = 8
+    eps: float = 1.0
+    lam: float = 0.15
+    move: Literal["additive", "gaussian"] = "additive"
+    budget: float | None = None
+    budget_mode: BudgetMode = "prompt"
+    search_uncertifiable: bool = False
+    rule: Literal["relative", "absolute"] = "relative"
+    spread: Literal["even", "greedy"] = "even"
+    sampler: Any = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}")
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {self.n!r}")
+        if not isinstance(self.k_max, int) or self.k_max < 0:
+            raise ValueError(f"k_max must be an integer >= 0, got {self.k_max!r}")
+        if not 0.0 <= self.eps <= 1.0:
+            raise ValueError(f"eps must lie in [0, 1], got {self.eps!r}")
+        if self.rule not in ("relative", "absolute"):
+            raise ValueError(f"rule must be 'relative' or 'absolute', got {self.rule!r}")
+        if self.spread not in ("even", "greedy"):
+            raise ValueError(f"spread must be 'even' or 'greedy', got {self.spread!r}")
+        if self.budget_mode not in ("prompt", "batch"):
+            raise ValueError(f"budget_mode must be 'prompt' or 'batch', got {self.budget_mode!r}")
+        if self.budget is not None:
+            if self.sampler is None:
+                raise ValueError("a budget needs the sampler (to reserve the plain steps' calls)")
+            need = sum(plain_costs(self.sampler))
+            if not (math.isfinite(self.budget) and self.budget >= need):
+                raise ValueError(
+                    f"budget must be a finite number >= {need} NFEs per sample (plain "
+                    f"sampling with this sampler), got {self.budget}"
+                )
+        self._tau: dict[float, float] = {}
+
+    def tau(self, sigma_hat: float) -> float:
+        """Stopping threshold on the score at ``sigma_hat`` (``inf``: uncertifiable)."""
+        if sigma_hat not in self._tau:
+            if not self.model.covers(sigma_hat):
+                lo, hi = math.exp(self.model.u_lo), math.exp(self.model.u_hi)
+                raise ValueError(
+                    f"sigma_hat {sigma_hat:.4g} lies outside the calibrated range "
+                    f"[{lo:.4g}, {hi:.4g}] of this controller: calibrate on a sampler whose "
+                    "sigmas cover it"
+                )
+            self._tau[sigma_hat] = self.model.threshold(
+                math.log(sigma_hat), self.confidence, self.rule == "relative"
+            )
+        return self._tau[sigma_hat]
+
+    def _searchable_ahead(self, step: StepInfo) -> int:
+        """Searchable, certifiable steps from this one to the end (this one included)."""
+        s = self.sampler
+        count = 0
+        for j in range(step.index, s.num_steps):
+            if s.noise_scale(j) == 0.0:
+                continue
+            sh = s.sigma_hat(j) if hasattr(s, "sigma_hat") else s.sigma(j + 1)
+            if self.search_uncertifiable or math.isfinite(self.tau(sh)):
+                count += 1
+        return max(count, 1)
+
+    def decide(self, step: StepInfo) -> Knobs:
+        b = step.batch
+        tau = self.tau(step.sigma_hat)
+        k_step = self.k_max if (math.isfinite(tau) or self.search_uncertifiable) else 0
+        k = torch.full((b,), k_step, dtype=torch.long)
+        if self.budget is not None and k_step > 0:
+            k = torch.minimum(k, self._budget_caps(step))
+        return Knobs(self.n, k, torch.full((b,), self.eps), self.lam, self.move)
+
+    def _budget_caps(self, step: StepInfo) -> Tensor:
+        """Iteration caps ``(B,)`` that keep every sample (or the batch) within the budget."""
+        assert self.budget is not None
+        costs = plain_costs(self.sampler)
+        # this step's pivot call is in step.nfe; reserve its other calls and the later steps'
+        reserve = (costs[step.index] - 1) + sum(costs[step.index + 1 :])
+        ahead = self._searchable_ahead(step) if self.spread == "even" else 1
+        spent = step.nfe.double()
+        if self.budget_mode == "prompt":
+            pool = (self.budget - spent - reserve).clamp_min(0)
+            return torch.floor(pool / ahead / self.n).long()
+        pool = max(self.budget * len(spent) - float(spent.sum()) - reserve * len(spent), 0.0)
+        iters = int(pool / ahead // self.n)
+        scores = step.scores.detach().double().cpu()  # batch mode reads the probe scores
+        p = self.model.prob(scores, math.log(step.sigma_hat))
+        needy = scores < self.tau(step.sigma_hat)
+        caps = torch.zeros(len(spent), dtype=torch.long)
+        for j in torch.argsort(p, stable=True).tolist():  # least likely to succeed first
+            if not bool(needy[j]) or iters <= 0:
+                continue
+            give = min(self.k_max, iters)
+            caps[j], iters = give, iters - give
+        return caps
+
+    def keep_searching(self, it: IterInfo) -> Tensor:
+        """Keep the samples whose current pivot score is still below ``tau``."""
+        return it.history[:, -1] < self.tau(it.step.sigma_hat)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "kind": "stopping",
+            "confidence": self.confidence,
+            "n": self.n,
+            "k_max": self.k_max,
+            "eps": self.eps,
+            "lam": self.lam,
+            "move": self.move,
+            "budget": self.budget,
+            "budget_mode": self.budget_mode,
+            "search_uncertifiable": self.search_uncertifiable,
+            "rule": self.rule,
+            "spread": self.spread,
+            "model": self.model.to_dict(),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Versioned JSON, written atomically."""
+        return write_json(self.to_dict(), path)
+
+    @classmethod
+    def from_dict(
+        cls, d: dict[str, Any], sampler: Any = None, **override: Any
+    ) -> StoppingController:
+        if d.get("schema") != SCHEMA:
+            raise ValueError(f"schema {d.get('schema')!r}, expected {SCHEMA!r}")
+        keys = ("confidence", "n", "k_max", "eps", "lam", "move", "budget", "budget_mode", "rule")
+        keys = (*keys, "spread")
+        opts = {k: d[k] for k in keys if k in d}
+        opts["search_uncertifiable"] = bool(d.get("search_uncertifiable", False))
+        opts.update(override)
+        return cls(ReliabilityModel.from_dict(d["model"]), sampler=sampler, **opts)
