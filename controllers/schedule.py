@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from adaptive_tts.types import Knobs, StepInfo
-from controllers.fixed import check_knobs
+from adaptive_tts.control import check_knobs
 
 SCHEMA = "adaptive_tts.schedule/1"
 Mode = Literal["table", "draw"]

@@ -220,7 +220,7 @@ def _controller(
 ) -> Controller:
     if controller is not None:
         return controller
-    from controllers.fixed import FixedController
+    from adaptive_tts.control import FixedController
 
     return FixedController(n=n, k=k, eps=eps, lam=lam)
 
