@@ -15,9 +15,10 @@ A step with ``scale == 0`` is not searchable: every ``xi`` gives the same ``x_ne
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -73,9 +74,42 @@ class Sampler:
     def searchable(self, i: int) -> bool:
         return self.noise_scale(i) > 0.0
 
+    def corrector_calls(self, i: int) -> int:
+        """Network calls of step ``i``'s second (corrector) stage: 1 for a Heun correction,
+        else 0."""
+        return 0
+
+    def calls_per_step(self, i: int) -> int:
+        """Network calls of plain step ``i`` in a trajectory from step 0 (without search).
+
+        ``D`` at the noised point, plus the corrector; a sampler that needs ``D(x, sigma_i)``
+        (:attr:`needs_x0`) gets it from the previous step's noised point, so its step 0 pays one
+        call more and a step to ``sigma = 0`` needs none."""
+        if self.needs_x0:
+            return int(i == 0) + int(self.sigma(i + 1) > 0)
+        return 1 + self.corrector_calls(i)
+
+    def plain_cost(self) -> list[int]:
+        """:meth:`calls_per_step` of every step, ``(T,)``."""
+        return [self.calls_per_step(i) for i in range(self.num_steps)]
+
+    def trajectory_calls(self, start: int = 0) -> int:
+        """Network calls of one plain trajectory from step ``start`` with nothing known (times
+        the denoiser's ``nfe_per_call`` = NFEs)."""
+        calls = sum(self.calls_per_step(i) for i in range(start, self.num_steps))
+        return calls + int(self.needs_x0 and 0 < start < self.num_steps)
+
     def describe(self) -> dict[str, object]:
-        """JSON-ready identity of the sampler (schedules are only valid for the same one)."""
+        """JSON-ready identity of the sampler (schedules are only valid for the same one);
+        :func:`sampler_from_description` rebuilds the sampler from it."""
         return {"name": self.name, "steps": self.num_steps, "sigmas": self.sigmas.tolist()}
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any]) -> Sampler:
+        """Rebuild from :meth:`describe`: the schedule plus every dataclass field it holds."""
+        skip = {"sigmas", "name", "needs_x0"}
+        kw = {f.name: d[f.name] for f in fields(cls) if f.name not in skip and f.name in d}
+        return cls(sigmas=torch.tensor(d["sigmas"], dtype=torch.float64), **kw)
 
 
 @dataclass
@@ -114,6 +148,9 @@ class EDMSampler(Sampler):
         s, sh = self.sigma(i), self.sigma_hat(i)
         return self.s_noise * math.sqrt(max(sh * sh - s * s, 0.0))
 
+    def corrector_calls(self, i: int) -> int:
+        return int(self.method == "heun" and self.sigma(i + 1) > 0)
+
     def pre(self, i: int, x: Tensor, x0: Tensor | None) -> tuple[Tensor, float, float]:
         return x, self.sigma_hat(i), self.noise_scale(i)
 
@@ -133,6 +170,14 @@ class EDMSampler(Sampler):
         out = super().describe()
         out.update(s_churn=self.s_churn, s_min=self.s_min, s_max=self.s_max, s_noise=self.s_noise)
         return out
+
+    @classmethod
+    def from_description(cls, d: dict[str, Any]) -> Sampler:
+        return cls(
+            sigmas=torch.tensor(d["sigmas"], dtype=torch.float64),
+            method=str(d["name"]).removeprefix("edm-"),  # type: ignore[arg-type]
+            **{k: float(d[k]) for k in ("s_churn", "s_min", "s_max", "s_noise")},
+        )
 
 
 @dataclass
@@ -225,19 +270,28 @@ def initial_noise(
     return (xi * sigma_max).to(device)
 
 
+SAMPLER_KINDS: dict[str, type[Sampler] | str] = {
+    "edm-heun": EDMSampler,
+    "edm-euler": EDMSampler,
+    "ancestral": AncestralSampler,
+    "ddim": "adaptive_tts.models.latent_t2i:DDIMSampler",  # imported on first use
+}
+"""``describe()["name"]`` -> sampler class (or ``"module:Class"``, imported when needed)."""
+
+
+def register_sampler(name: str, cls: type[Sampler] | str) -> None:
+    """Make :func:`sampler_from_description` rebuild samplers named ``name`` with ``cls``."""
+    SAMPLER_KINDS[name] = cls
+
+
 def sampler_from_description(d: dict[str, Any]) -> Sampler:
     """Rebuild a sampler from :meth:`Sampler.describe` output (traces and schedules store it)."""
-    sig = torch.tensor(d["sigmas"], dtype=torch.float64)
-    name = d.get("name", "")
-    if name in ("edm-heun", "edm-euler"):
-        return EDMSampler(
-            sigmas=sig,
-            method=name.removeprefix("edm-"),  # type: ignore[arg-type]
-            s_churn=float(d["s_churn"]),
-            s_min=float(d["s_min"]),
-            s_max=float(d["s_max"]),
-            s_noise=float(d["s_noise"]),
-        )
-    if name == "ancestral":
-        return AncestralSampler(sigmas=sig, eta=float(d["eta"]))
-    raise ValueError(f"unknown sampler description {name!r}")
+    name = str(d.get("name", ""))
+    kind = SAMPLER_KINDS.get(name)
+    if kind is None:
+        raise ValueError(f"unknown sampler description {name!r}; known: {sorted(SAMPLER_KINDS)}")
+    if isinstance(kind, str):
+        module, _, attr = kind.partition(":")
+        kind = getattr(importlib.import_module(module), attr)
+        assert isinstance(kind, type) and issubclass(kind, Sampler)
+    return kind.from_description(d)

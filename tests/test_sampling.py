@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,10 +12,12 @@ from adaptive_tts.models.gmm import GaussianMixture
 from adaptive_tts.nfe import Ledger
 from adaptive_tts.sampling import (
     EDMSampler,
+    Sampler,
     initial_noise,
     karras_sigmas,
     make_generators,
     make_sampler,
+    sampler_from_description,
 )
 from adaptive_tts.search.common import trajectory
 
@@ -85,3 +88,50 @@ def test_bad_sampler_name() -> None:
         make_sampler("ddim", 18)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="eta"):
         make_sampler("ancestral", 18, eta=2.0)
+
+
+def _all_samplers() -> dict[str, Sampler]:
+    from adaptive_tts.models.latent_t2i import ddim_sampler
+
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return {
+        "heun": make_sampler("heun", 7),
+        "euler": make_sampler("euler", 6, s_churn=10.0, s_noise=1.003),
+        "heun-window": make_sampler("heun", 7, s_min=0.05, s_max=10.0),
+        "ancestral": make_sampler("ancestral", 6, eta=0.7),
+        "ddim": ddim_sampler(torch.cumprod(1 - betas, 0), 5, eta=0.5),
+    }
+
+
+@pytest.mark.parametrize("name", ["heun", "euler", "heun-window", "ancestral", "ddim"])
+def test_sampler_rebuilt_from_its_description(name: str) -> None:
+    s = _all_samplers()[name]
+    d = json.loads(json.dumps(s.describe()))
+    r = sampler_from_description(d)
+    assert type(r) is type(s) and r.describe() == s.describe()
+    assert torch.equal(r.sigmas, s.sigmas)
+    assert [r.noise_scale(i) for i in range(r.num_steps)] == [
+        s.noise_scale(i) for i in range(s.num_steps)
+    ]
+
+
+def test_unknown_sampler_description() -> None:
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sampler_from_description({"name": "nope", "sigmas": [1.0, 0.0]})
+
+
+@pytest.mark.parametrize("name", ["heun", "euler", "heun-window", "ancestral", "ddim"])
+@pytest.mark.parametrize("start", [0, 2])
+def test_calls_per_step_match_the_ledger(gmm: GaussianMixture, name: str, start: int) -> None:
+    """``calls_per_step`` / ``trajectory_calls`` equal the calls a plain trajectory makes."""
+    s = _all_samplers()[name]
+    gens = make_generators([0, 1])
+    x = initial_noise(gmm.sample_shape, gens, s.sigma(start))
+    ledger = Ledger(gmm, 2)
+    trajectory(ledger, s, x, None, torch.arange(2), gens, start=start)
+    assert ledger.per_sample.tolist() == [s.trajectory_calls(start)] * 2
+    assert s.trajectory_calls(0) == sum(s.plain_cost())
+    heun = name in ("heun", "heun-window")
+    assert [s.corrector_calls(i) for i in range(s.num_steps)] == [
+        int(heun and s.sigma(i + 1) > 0) for i in range(s.num_steps)
+    ]
