@@ -176,7 +176,10 @@ class EDMSampler(Sampler):
         return cls(
             sigmas=torch.tensor(d["sigmas"], dtype=torch.float64),
             method=str(d["name"]).removeprefix("edm-"),  # type: ignore[arg-type]
-            **{k: float(d[k]) for k in ("s_churn", "s_min", "s_max", "s_noise")},
+            s_churn=float(d["s_churn"]),
+            s_min=float(d["s_min"]),
+            s_max=float(d["s_max"]),
+            s_noise=float(d["s_noise"]),
         )
 
 
