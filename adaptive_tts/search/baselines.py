@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from adaptive_tts.nfe import Ledger
 from adaptive_tts.sampling import Sampler, randn_like_rows
-from adaptive_tts.search.common import (
-    Scorer,
-    base_trace,
-    check_inputs,
-    check_positive,
-    finish,
-    rep,
-    trajectory,
-)
+from adaptive_tts.search.common import SearchContext, check_positive, rep
 from adaptive_tts.types import Reward, SearchResult
 
 
@@ -64,27 +54,20 @@ def best_of_n(
     generator. NFEs: ``n`` times a trajectory's.
     """
     check_positive("n", n)
-    gens = check_inputs(x_T, cond, generator)
-    b = x_T.shape[0]
-    t0 = time.perf_counter()
-    ledger = Ledger(denoiser, b, max_batch)
-    score = Scorer(reward, ledger)
+    params = {"n": n}
+    sc = SearchContext(method, denoiser, sampler, x_T, cond, reward, generator, params, max_batch)
+    b = sc.b
     starts = rep(x_T, n)
-    assert starts is not None
     if n > 1:
-        extra = randn_like_rows(x_T, gens, n - 1) * sampler.sigma(0)
+        extra = randn_like_rows(x_T, sc.gens, n - 1) * sampler.sigma(0)
         starts = starts.view(b, n, *x_T.shape[1:]).clone()
         starts[:, 1:] = extra.view(b, n - 1, *x_T.shape[1:])
         starts = starts.view(b * n, *x_T.shape[1:])
-    owner = rep(torch.arange(b), n)
-    assert owner is not None
-    c = rep(cond, n)
-    final = trajectory(ledger, sampler, starts, c, owner, gens, per=n)
-    r = score(final, c, owner).view(b, n)
+    rows = sc.rows(n)
+    final, _ = sc.denoise(starts, rows, per=n)
+    r = sc.score(final, *rows).view(b, n)
     best = r.argmax(1)
     pick = torch.arange(b) * n + best
-    params = {"n": n}
-    traces = [base_trace(method, sampler, params) for _ in range(b)]
-    for j, tr in enumerate(traces):
+    for j, tr in enumerate(sc.traces):
         tr["candidate_rewards"] = r[j].tolist()
-    return finish(method, params, final[pick], r[torch.arange(b), best], ledger, traces, cond, t0)
+    return sc.finish(final[pick], r[torch.arange(b), best])

@@ -1,5 +1,6 @@
 """Shared plumbing of the search methods: input checks, scoring through the ledger, plain
-trajectories (for naive, best-of-N, rollouts) and result assembly."""
+trajectories (for naive, best-of-N, rollouts), result assembly, and :class:`SearchContext`, the
+set-up every search repeats. The step loop itself is :mod:`adaptive_tts.search.loop`."""
 
 from __future__ import annotations
 
@@ -13,10 +14,35 @@ from torch import Tensor
 
 from adaptive_tts.nfe import Ledger, Purpose
 from adaptive_tts.rewards.base import check_finite, reward_name
-from adaptive_tts.sampling import Sampler, randn_like_rows
-from adaptive_tts.types import TRACE_SCHEMA, SearchResult
+from adaptive_tts.sampling import Sampler
+from adaptive_tts.search.loop import (
+    AfterHook,
+    NoiseHook,
+    Rows,
+    denoise,
+    deterministic_step,
+    evaluator,
+    fresh_noise,
+)
+from adaptive_tts.types import TRACE_SCHEMA, Reward, SearchResult
 
 StepCallback = Callable[[dict[str, Any]], None]
+__all__ = [
+    "Rows",
+    "Scorer",
+    "SearchContext",
+    "StepCallback",
+    "base_trace",
+    "check_inputs",
+    "check_positive",
+    "deterministic_step",
+    "evaluator",
+    "finish",
+    "rep",
+    "sqrt2d",
+    "trajectory",
+    "unit_directions",
+]
 
 
 def check_inputs(
@@ -102,29 +128,6 @@ def rep(t: Tensor | None, n: int) -> Tensor | None:
     return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(-1, *t.shape[1:])
 
 
-def evaluator(ledger: Ledger, cond: Tensor | None, owner: Tensor, purpose: Purpose):
-    """``evaluate(x, sigma)`` closure for a sampler's ``post`` phase."""
-    return lambda x, s: ledger(x, s, cond, owner, purpose)
-
-
-def deterministic_step(
-    ledger: Ledger,
-    sampler: Sampler,
-    i: int,
-    x: Tensor,
-    x0: Tensor | None,
-    cond: Tensor | None,
-    owner: Tensor,
-    purpose: Purpose = "step",
-) -> tuple[Tensor, Tensor | None]:
-    """A step whose noise scale is zero (nothing to search): one plain update."""
-    if sampler.needs_x0 and x0 is None:
-        x0 = ledger(x, sampler.sigma(i), cond, owner, purpose)
-    x_det, sh, _ = sampler.pre(i, x, x0)
-    x0_hat = ledger(x_det, sh, cond, owner, purpose) if sh > 0 else x_det
-    return sampler.post(i, x_det, x0_hat, evaluator(ledger, cond, owner, purpose))
-
-
 def trajectory(
     ledger: Ledger,
     sampler: Sampler,
@@ -142,17 +145,10 @@ def trajectory(
     ``x`` holds ``len(gens) * per`` rows, sample-major; rows of sample ``b`` draw from ``gens[b]``.
     Returns the final samples (same shape as ``x``).
     """
-    for i in range(start, sampler.num_steps):
-        if sampler.noise_scale(i) == 0.0:
-            x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner, purpose)
-            continue
-        if sampler.needs_x0 and x0 is None:
-            x0 = ledger(x, sampler.sigma(i), cond, owner, purpose)
-        x_det, sh, scale = sampler.pre(i, x, x0)
-        x_hat = x_det + scale * randn_like_rows(x, gens, per)
-        x0_hat = ledger(x_hat, sh, cond, owner, purpose)
-        x, x0 = sampler.post(i, x_hat, x0_hat, evaluator(ledger, cond, owner, purpose))
-    return x
+    rows = Rows(cond, owner)
+    return denoise(
+        ledger, sampler, x, rows, fresh_noise(gens, per), start=start, x0=x0, purpose=purpose
+    )[0]
 
 
 def base_trace(method: str, sampler: Sampler, params: dict[str, Any]) -> dict[str, Any]:
@@ -203,3 +199,66 @@ def unit_directions(g: Tensor) -> Tensor:
 def sqrt2d(x: Tensor) -> float:
     """``sqrt(2 d)``, the typical distance between two ``N(0, I_d)`` draws."""
     return math.sqrt(2.0 * x[0].numel())
+
+
+class SearchContext:
+    """The set-up every search repeats: input checks and one generator per sample, the ledger,
+    the scorer, the timer, the params and one base trace per sample; :meth:`finish` assembles
+    the :class:`SearchResult`.
+
+    Args:
+        method: the method's name (traces, result). sampler: its steps.
+        x_T: ``(B, *S)``; cond: ``(B,)`` or ``None``; generator: as :func:`check_inputs`.
+        params: the method's settings (kept by reference in every trace).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        denoiser: Any,
+        sampler: Sampler,
+        x_T: Tensor,
+        cond: Tensor | None,
+        reward: Reward,
+        generator: list[torch.Generator] | torch.Generator | None,
+        params: dict[str, Any],
+        max_batch: int | None = None,
+    ) -> None:
+        self.gens = check_inputs(x_T, cond, generator)
+        self.method, self.sampler, self.cond, self.params = method, sampler, cond, params
+        self.b, self.shape = x_T.shape[0], tuple(x_T.shape[1:])
+        self.t0 = time.perf_counter()
+        self.ledger = Ledger(denoiser, self.b, max_batch)
+        self.score = Scorer(reward, self.ledger)
+        self.traces = [base_trace(method, sampler, params) for _ in range(self.b)]
+
+    def rows(self, per: int = 1) -> Rows:
+        """Owner/cond of ``B * per`` rows, sample-major (``per`` rows per sample)."""
+        owner = rep(torch.arange(self.b), per)
+        return Rows(rep(self.cond, per), owner)
+
+    def denoise(
+        self,
+        x: Tensor,
+        rows: Rows,
+        choose: NoiseHook | None = None,
+        *,
+        per: int = 1,
+        start: int = 0,
+        x0: Tensor | None = None,
+        purpose: Purpose = "step",
+        after: AfterHook | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """:func:`~adaptive_tts.search.loop.denoise` with this search's ledger and sampler;
+        ``choose=None``: fresh noise from the samples' generators (``per`` rows each)."""
+        hook = fresh_noise(self.gens, per) if choose is None else choose
+        return denoise(
+            self.ledger, self.sampler, x, rows, hook, start=start, x0=x0, purpose=purpose,
+            after=after,
+        )  # fmt: skip
+
+    def finish(self, x0: Tensor, reward: Tensor) -> SearchResult:
+        """The result: best ``x0`` ``(B, *S)`` and its reward ``(B,)``; closes the traces."""
+        return finish(
+            self.method, self.params, x0, reward, self.ledger, self.traces, self.cond, self.t0
+        )

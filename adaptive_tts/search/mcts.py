@@ -6,25 +6,14 @@ then moves to the child with the best mean."""
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from adaptive_tts.nfe import Ledger
 from adaptive_tts.sampling import Sampler, randn_like_rows
-from adaptive_tts.search.common import (
-    Scorer,
-    base_trace,
-    check_inputs,
-    check_positive,
-    deterministic_step,
-    evaluator,
-    finish,
-    rep,
-    trajectory,
-)
+from adaptive_tts.search.common import SearchContext, check_positive, rep
+from adaptive_tts.search.loop import Choice, StepContext, evaluator
 from adaptive_tts.types import Reward, SearchResult
 
 
@@ -59,65 +48,42 @@ def mcts(
     """
     check_positive("n", n)
     check_positive("sims", sims)
-    gens = check_inputs(x_T, cond, generator)
-    b = x_T.shape[0]
-    t0 = time.perf_counter()
-    ledger = Ledger(denoiser, b, max_batch)
-    score = Scorer(reward, ledger)
     params = {"n": n, "sims": sims, "c": c}
-    traces = [base_trace("mcts", sampler, params) for _ in range(b)]
-    owner, owner_n = torch.arange(b), rep(torch.arange(b), n)
-    assert owner_n is not None
-    cond_n = rep(cond, n)
+    sc = SearchContext("mcts", denoiser, sampler, x_T, cond, reward, generator, params, max_batch)
+    b = sc.b
     ar = torch.arange(b)
-    x, x0 = x_T, None
-    for i in range(sampler.num_steps):
-        if sampler.noise_scale(i) == 0.0:
-            x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner)
-            continue
-        if sampler.needs_x0 and x0 is None:
-            x0 = ledger(x, sampler.sigma(i), cond, owner, "step")
-        x_det, sh, scale = sampler.pre(i, x, x0)
-        x_hat = rep(x_det, n) + scale * randn_like_rows(x_det, gens, n)  # type: ignore[operator]
-        x0_hat = ledger(x_hat, sh, cond_n, owner_n, "score")
-        kids, kids_x0 = sampler.post(i, x_hat, x0_hat, evaluator(ledger, cond_n, owner_n, "score"))
-        kids = kids.view(b, n, *x.shape[1:])
-        total = torch.zeros(b, n)
-        visits = torch.zeros(b, n)
+    rows, rows_n = sc.rows(), sc.rows(n)
+
+    def expand(ctx: StepContext) -> Choice:
+        """Post ``n`` children per sample, run ``sims`` UCB-picked rollouts, move to the child
+        with the best mean rollout reward."""
+        xi = randn_like_rows(ctx.x_det, sc.gens, n)
+        x_hat = rep(ctx.x_det, n) + ctx.scale * xi
+        x0_hat = sc.ledger(x_hat, ctx.sigma_hat, *rows_n, "score")
+        kids, kids_x0 = sampler.post(ctx.i, x_hat, x0_hat, evaluator(sc.ledger, *rows_n, "score"))
+        total, visits = torch.zeros(b, n), torch.zeros(b, n)
         for _ in range(sims):
-            pick = ucb_select(total, visits, c)
-            rows = ar * n + pick
-            start = kids.reshape(b * n, *x.shape[1:])[rows]
-            start_x0 = None if kids_x0 is None else kids_x0[rows]
-            final = trajectory(
-                ledger,
-                sampler,
-                start,
-                cond,
-                owner,
-                gens,
-                start=i + 1,
-                x0=start_x0,
-                purpose="rollout",
-            )
-            r = score(final, cond, owner)
-            total[ar, pick] += r
-            visits[ar, pick] += 1
+            kid = ucb_select(total, visits, c)
+            pick = ar * n + kid
+            start_x0 = None if kids_x0 is None else kids_x0[pick]
+            final, _ = sc.denoise(kids[pick], rows, start=ctx.i + 1, x0=start_x0, purpose="rollout")
+            total[ar, kid] += sc.score(final, *rows)
+            visits[ar, kid] += 1
         means = torch.where(
             visits > 0, total / visits.clamp_min(1), torch.full_like(total, -math.inf)
         )
-        move = means.argmax(1)
-        for j in range(b):
-            traces[j]["steps"].append(
+        for j, tr in enumerate(sc.traces):
+            tr["steps"].append(
                 {
-                    "i": i,
-                    "sigma": sampler.sigma(i),
+                    "i": ctx.i,
+                    "sigma": ctx.sigma,
                     "searchable": True,
                     "child_means": means[j].tolist(),
                     "visits": visits[j].tolist(),
                 }
             )
-        x = kids[ar, move]
-        x0 = None if kids_x0 is None else kids_x0[ar * n + move]
-    final_r = score(x, cond, owner)
-    return finish("mcts", params, x, final_r, ledger, traces, cond, t0)
+        move = ar * n + means.argmax(1)
+        return Choice(xi[move], next=(kids[move], None if kids_x0 is None else kids_x0[move]))
+
+    x, _ = sc.denoise(x_T, rows, expand)
+    return sc.finish(x, sc.score(x, *rows))
