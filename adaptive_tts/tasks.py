@@ -1,5 +1,12 @@
-"""Tasks registered by name: a denoiser, a reward on model-space samples, and an evaluation that
-the search never sees (to detect reward hacking).
+"""Tasks: a registered model backend x a registered reward, plus an evaluation that the search
+never sees (to detect reward hacking).
+
+* :data:`MODELS`: ``name -> build(device) -> Backend`` (a denoiser with its sample shape, image
+  view, class count, ``sigma_max``, evaluation and, optionally, its own ``target`` reward).
+* :data:`REWARDS`: ``name -> build(backend, device) -> Reward`` on model-space samples.
+* :data:`TASKS`: named combinations :class:`TaskSpec` (model, reward, whether the prompt also
+  conditions the denoiser). :func:`build_task` takes a registered name, a ``"model-reward"``
+  name of any registered model and reward, or a :class:`TaskSpec` / mapping from a config.
 
 A task's *prompt* per sample is an integer: the class to generate (``mnist-cond``), the target
 class to reward (``mnist-target``, ``gmm-target``), or ignored (``-1``) for brightness and
@@ -8,14 +15,16 @@ compressibility. Unconditional tasks wrap the denoiser so that it ignores the pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from adaptive_tts.registry import Registry
 from adaptive_tts.rewards import Brightness, ClassifierReward, Compressibility, OnImages
+from adaptive_tts.types import Denoiser, Reward
 
 
 class Unconditional:
@@ -32,19 +41,43 @@ class Unconditional:
         return getattr(self.denoiser, name)
 
 
+Evaluate = Callable[[Tensor, Tensor | None], dict[str, Tensor]]
+
+
+@dataclass
+class Backend:
+    """A built model backend.
+
+    Attributes:
+        name: the registered model name; ``denoiser``: ``D(x, sigma, cond)`` (conditional when
+            the model takes a class, else it ignores ``cond``).
+        target: the backend's own target-class reward ``r(x0, cond)`` (``None``: it has none).
+        evaluate: held-out evaluation ``(x0, cond or None) -> {name: (B,)}``.
+    """
+
+    name: str
+    denoiser: Any
+    sample_shape: tuple[int, ...]
+    to_image: Callable[[Tensor], Tensor]
+    num_classes: int
+    evaluate: Evaluate
+    sigma_max: float = 80.0
+    target: Reward | None = None
+
+
 @dataclass
 class Task:
     """Everything a search, a calibration run or a benchmark needs for one task."""
 
     name: str
     model: str
-    denoiser: Any
+    denoiser: Denoiser | Any
     reward: Callable[[Tensor, Tensor | None], Tensor]
     sample_shape: tuple[int, ...]
     to_image: Callable[[Tensor], Tensor]
     num_classes: int
     uses_prompt: bool
-    evaluate: Callable[[Tensor, Tensor | None], dict[str, Tensor]] = field(repr=False)
+    evaluate: Evaluate = field(repr=False)
     sigma_max: float = 80.0
 
     def prompts(self, classes: list[int] | int | None, batch: int) -> Tensor:
@@ -60,12 +93,30 @@ class Task:
         return torch.tensor([cl[i % len(cl)] for i in range(batch)], dtype=torch.long)
 
 
-def _gmm_task(name: str, device: str) -> Task:
+@dataclass(frozen=True)
+class TaskSpec:
+    """A model x reward combination; ``conditional``: the prompt also conditions the denoiser
+    (else the denoiser runs unconditionally and the prompt, if any, steers only the reward)."""
+
+    model: str
+    reward: str
+    conditional: bool = False
+
+
+MODELS: Registry[Callable[[str], Backend]] = Registry("model")
+REWARDS: Registry[Callable[[Backend, str], Reward]] = Registry("reward")
+TASKS: Registry[TaskSpec] = Registry("task")
+PROMPTED_REWARDS = {"target"}  # rewards that read a target class per sample
+
+
+@MODELS.register("gmm")
+def gmm_backend(device: str = "cpu") -> Backend:
+    """The exact 8-d Gaussian mixture (4 classes, 2 components each); CPU only."""
     from adaptive_tts.models.gmm import make_gmm
 
     gmm = make_gmm(dim=8, num_classes=4, per_class=2, seed=0)
 
-    def reward(x0: Tensor, cond: Tensor | None) -> Tensor:
+    def target(x0: Tensor, cond: Tensor | None) -> Tensor:
         if cond is None or (cond < 0).any():
             raise ValueError("gmm-target needs a target class per sample (cond >= 0)")
         comps = gmm.component_log_prob(x0)  # (B, M)
@@ -80,72 +131,105 @@ def _gmm_task(name: str, device: str) -> Task:
             "eval_hit": (label == cond).float() if cond is not None else torch.zeros(len(label)),
         }
 
-    return Task(
-        name,
-        "gmm",
-        Unconditional(gmm),
-        reward,
-        gmm.sample_shape,
-        gmm.to_image,
-        gmm.num_classes,
-        True,
-        evaluate,
-        sigma_max=80.0,
+    return Backend(
+        "gmm", gmm, gmm.sample_shape, gmm.to_image, gmm.num_classes, evaluate, 80.0, target
     )
 
 
-def _mnist_task(name: str, device: str) -> Task:
+@MODELS.register("mnist")
+def mnist_backend(device: str = "cpu") -> Backend:
+    """The embedded class-conditional MNIST EDM model with its reward and evaluation CNNs."""
     from adaptive_tts import models
 
     net: Any = models.load("mnist", device=device)
     reward_clf = models.load("mnist-reward-clf", device=device)
     eval_clf = models.load("mnist-eval-clf", device=device)
     to_image = net.to_image
-    uses_prompt = name in ("mnist-cond", "mnist-target")
-    denoiser = net if name == "mnist-cond" else Unconditional(net)
-    image_reward: Callable[[Tensor, Tensor | None], Tensor]
-    if name in ("mnist-cond", "mnist-target"):
-        image_reward = ClassifierReward(reward_clf, target=None, name="reward-classifier")
-    elif name == "mnist-brightness":
-        image_reward = Brightness()
-    else:
-        image_reward = Compressibility()
 
     def evaluate(x0: Tensor, cond: Tensor | None) -> dict[str, Tensor]:
         with torch.no_grad():
             p = torch.softmax(eval_clf(to_image(x0).to(device)).float(), 1).cpu()
         label = p.argmax(1)
         out = {"eval_label": label, "eval_confidence": p.max(1).values}
-        if uses_prompt and cond is not None:
+        if cond is not None:
             out["eval_hit"] = (label == cond.cpu()).float()
             out["eval_prob"] = p[torch.arange(len(label)), cond.cpu().clamp_min(0)]
         return out
 
-    return Task(
-        name,
-        "mnist",
-        denoiser,
-        OnImages(image_reward, to_image),
-        net.sample_shape,
-        to_image,
-        10,
-        uses_prompt,
-        evaluate,
-        sigma_max=net.config.sigma_max,
+    target = OnImages(ClassifierReward(reward_clf, target=None, name="reward-classifier"), to_image)
+    return Backend(
+        "mnist", net, net.sample_shape, to_image, 10, evaluate, net.config.sigma_max, target
     )
 
 
-TASKS: dict[str, Callable[[str, str], Task]] = {
-    "gmm-target": _gmm_task,
-    "mnist-cond": _mnist_task,
-    "mnist-target": _mnist_task,
-    "mnist-brightness": _mnist_task,
-    "mnist-compress": _mnist_task,
-}
+@REWARDS.register("target")
+def target_reward(backend: Backend, device: str = "cpu") -> Reward:
+    """The backend's own target-class reward (a class per sample as the prompt)."""
+    if backend.target is None:
+        raise ValueError(f"model {backend.name!r} has no target reward")
+    return backend.target
 
 
-def build_task(name: str, device: str = "cpu") -> Task:
-    """Build a registered task by name (see :data:`TASKS`)."""
-    if name not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
-    return TASKS[name](name, device)
+@REWARDS.register("brightness")
+def brightness_reward(backend: Backend, device: str = "cpu") -> Reward:
+    """Mean image brightness of ``backend.to_image(x0)``."""
+    return OnImages(Brightness(), backend.to_image)
+
+
+@REWARDS.register("compress")
+def compress_reward(backend: Backend, device: str = "cpu") -> Reward:
+    """JPEG compressibility of ``backend.to_image(x0)``."""
+    return OnImages(Compressibility(), backend.to_image)
+
+
+TASKS.register("gmm-target", TaskSpec("gmm", "target"))
+TASKS.register("mnist-cond", TaskSpec("mnist", "target", conditional=True))
+TASKS.register("mnist-target", TaskSpec("mnist", "target"))
+TASKS.register("mnist-brightness", TaskSpec("mnist", "brightness"))
+TASKS.register("mnist-compress", TaskSpec("mnist", "compress"))
+
+
+def task_spec(task: str | TaskSpec | Mapping[str, Any]) -> tuple[str, TaskSpec]:
+    """``(name, spec)`` of a registered task name, a ``"model-reward"`` combination of any
+    registered model and reward, a spec, or a config mapping ``{model, reward, conditional}``."""
+    if isinstance(task, TaskSpec):
+        return f"{task.model}-{task.reward}", task
+    if isinstance(task, Mapping):
+        unknown = set(task) - {"model", "reward", "conditional", "name"}
+        if unknown:
+            raise TypeError(f"task config takes no option(s) {sorted(unknown)}")
+        spec = TaskSpec(str(task["model"]), str(task["reward"]), bool(task.get("conditional")))
+        return str(task.get("name", f"{spec.model}-{spec.reward}")), spec
+    if task in TASKS:
+        return task, TASKS[task]
+    model, _, reward = str(task).partition("-")
+    if model in MODELS and reward in REWARDS:
+        return str(task), TaskSpec(model, reward)
+    TASKS.get_or_raise(str(task))  # the error lists the registered tasks
+    raise AssertionError  # unreachable
+
+
+def build_task(name: str | TaskSpec | Mapping[str, Any], device: str = "cpu") -> Task:
+    """Build a task (see :func:`task_spec` for what ``name`` may be) on ``device``."""
+    task_name, spec = task_spec(name)
+    build_model, build_reward = MODELS[spec.model], REWARDS[spec.reward]
+    backend = build_model(device)
+    reward = build_reward(backend, device)
+    uses_prompt = spec.conditional or spec.reward in PROMPTED_REWARDS
+    denoiser = backend.denoiser if spec.conditional else Unconditional(backend.denoiser)
+
+    def evaluate(x0: Tensor, cond: Tensor | None) -> dict[str, Tensor]:
+        return backend.evaluate(x0, cond if uses_prompt else None)
+
+    return Task(
+        task_name,
+        backend.name,
+        denoiser,
+        reward,
+        backend.sample_shape,
+        backend.to_image,
+        backend.num_classes,
+        uses_prompt,
+        evaluate,
+        sigma_max=backend.sigma_max,
+    )

@@ -1,44 +1,24 @@
-"""One entry point to fit any learned controller from calibration traces."""
+"""One entry point to fit any registered learned controller from calibration traces."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from controllers.binomial import fit_binomial
-from controllers.budget import BudgetController
-from controllers.gain import fit_gain
-from controllers.gp import fit_gp_controller
-from controllers.schedule import ScheduleController
-from controllers.stats import step_stats
-
-Kind = Literal["binomial", "gp", "gain", "budget"]
+from controllers.registry import CONTROLLERS, make_controller
 
 
 def fit_controller(
-    kind: Kind,
-    traces: list[dict[str, Any]],
-    mapping: str = "improve",
-    kernel: str = "warp",
-    budget: float | None = None,
-    sampler: Any | None = None,
-    **opts: Any,
-) -> ScheduleController | BudgetController:
-    """Fit ``kind`` on eps-greedy calibration ``traces``.
+    kind: str, traces: list[dict[str, Any]], sampler: Any | None = None, **options: Any
+) -> Any:
+    """Fit a registered ``kind`` (``binomial``, ``gp``, ``gain``, ``budget``, or a plug-in) on
+    eps-greedy calibration ``traces``.
 
-    ``mapping`` applies to ``kind="binomial"``, ``kernel`` to ``kind="gp"``. ``budget`` (NFEs per
-    sample) and ``sampler`` are needed for ``kind="budget"``, whose base profile is the gain fit
-    (``opts`` go to it).
+    ``options`` go to the kind's fit (``mapping`` for binomial, ``kernel`` for gp, ``k_mean``
+    for gain; ``budget`` NFEs per sample for budget, which also needs ``sampler``). An option
+    the kind does not take is a ``TypeError``; a kind that is built, not fitted (``fixed``,
+    ``window``), a ``ValueError``.
     """
-    stats = step_stats(traces)
-    if kind == "binomial":
-        return fit_binomial(stats, mapping=mapping, **opts)  # type: ignore[arg-type]
-    if kind == "gp":
-        return fit_gp_controller(stats, kernel=kernel, **opts)  # type: ignore[arg-type]
-    if kind == "gain":
-        return fit_gain(stats, **opts)
-    if kind == "budget":
-        if budget is None or sampler is None:
-            raise ValueError("kind='budget' needs budget (NFEs per sample) and the sampler")
-        base = fit_gain(stats, **opts)
-        return BudgetController(base, budget, sampler)
-    raise ValueError(f"controller must be one of binomial, gp, budget; got {kind!r}")
+    if not CONTROLLERS[kind].fitted:
+        fitted = sorted(k for k, v in CONTROLLERS.items() if v.fitted)
+        raise ValueError(f"controller kind {kind!r} is not fitted; fitted kinds: {fitted}")
+    return make_controller(kind, traces, sampler, **options)

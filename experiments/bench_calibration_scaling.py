@@ -4,7 +4,7 @@ on two GPUs).
     python -m experiments.bench_calibration_scaling --gpus 1 2 \\
         --out experiments/results/calibration_scaling.json
 
-For each GPU count G it launches ``torchrun --standalone --nproc_per_node G -m adaptive_tts.cli
+For each GPU count G it launches ``torchrun --standalone --nproc_per_node G -m experiments.cli
 calibrate`` (eps-greedy N=4, K=20, 18 Heun steps on mnist-target, CUDA graphs, CUDA generators,
 the same pairs and per-process batch every time) into a fresh directory, and reads each
 process's timing file. Throughput is counted NFEs per wall-clock second over the window in which
@@ -35,7 +35,7 @@ def launch(gpus: int, pairs_per_class: int, batch: int, out: Path) -> dict[str, 
         "--standalone",
         f"--nproc_per_node={gpus}",
         "--module",
-        "adaptive_tts.cli",
+        "experiments.cli",
         "calibrate",
         "--task=mnist-target",
         "--device=cuda",
@@ -74,7 +74,7 @@ def launch(gpus: int, pairs_per_class: int, batch: int, out: Path) -> dict[str, 
 
 
 def final_rewards(directory: Path) -> dict[tuple[int, int], float]:
-    from adaptive_tts.calibration import load_traces
+    from adaptive_tts.traces import load_traces
 
     return {(t["prompt"], t["seed"]): t["final_reward"] for t in load_traces(directory)}
 

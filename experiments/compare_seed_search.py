@@ -34,11 +34,12 @@ import torch
 from tqdm import tqdm
 
 from adaptive_tts.diversity import classifier_features, grouped_diversity
+from adaptive_tts.registry import SAMPLERS
 from adaptive_tts.report import format_table, mean_ci
-from adaptive_tts.runner import run_method
-from adaptive_tts.sampling import Sampler, make_sampler
+from adaptive_tts.sampling import Sampler
 from adaptive_tts.search.evosearch import evosearch_nfe, trajectory_nfe
 from adaptive_tts.tasks import Task, build_task
+from experiments.pairs import Batch, run_pairs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -96,20 +97,32 @@ def run_one(
     max_batch: int | None,
     device: str,
 ) -> dict[str, Any]:
-    """Run ``method`` over all pairs in chunks of ``batch``; concatenated outputs."""
-    x0, rew, nfe, secs = [], [], [], 0.0
-    for s in range(0, len(seeds), batch):
-        sd, pr = seeds[s : s + batch], prompts[s : s + batch]
-        extra = {"seed_base": sd} if opts.get("locality") == "seed" else {}
-        name = "eacps" if method.startswith("eacps") else method
-        res = run_method(
-            task, name, sampler, sd, pr, device=device, max_batch=max_batch, **opts, **extra
-        )
-        x0.append(res.x0.cpu())
-        rew.append(res.reward.cpu())
-        nfe.append(res.nfe.cpu())
-        secs += res.seconds
-    return {"x0": torch.cat(x0), "reward": torch.cat(rew), "nfe": torch.cat(nfe), "sec": secs}
+    """Run ``method`` over all pairs in chunks of ``batch``; concatenated outputs (and the
+    searches' own time)."""
+    secs = [0.0]
+
+    def seed_base(chunk: list[tuple[int, int]]) -> dict[str, Any]:
+        return {"seed_base": [s for _, s in chunk]} if opts.get("locality") == "seed" else {}
+
+    def add_time(b: Batch) -> None:
+        secs[0] += b.result.seconds
+
+    name = "eacps" if method.startswith("eacps") else method
+    res = run_pairs(
+        task,
+        name,
+        sampler,
+        list(zip(prompts.tolist(), seeds)),
+        batch=batch,
+        device=device,
+        evaluate=False,
+        keep_x0=True,
+        batch_options=seed_base,
+        on_batch=add_time,
+        max_batch=max_batch,
+        **opts,
+    )
+    return {"x0": res.x0, "reward": res.reward, "nfe": res.nfe, "sec": secs[0]}
 
 
 def summarise(
@@ -169,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=32, help="(prompt, seed) pairs (>= 32 advised)")
     p.add_argument("--seeds-per-prompt", type=int, default=4)
     p.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16])
-    p.add_argument("--sampler", choices=["heun", "euler", "ancestral"], default="heun")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
     p.add_argument("--steps", type=int, default=18)
     p.add_argument(
         "--betas", type=float, nargs="+", default=[0.3], help="EACPS noise-mode mixing strengths"
@@ -186,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     task = build_task(args.task, device=args.device)
-    sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
+    sampler = SAMPLERS[args.sampler](args.steps, sigma_max=task.sigma_max)
     n_prompts = -(-args.pairs // args.seeds_per_prompt)
     groups = torch.arange(n_prompts).repeat_interleave(args.seeds_per_prompt)[: args.pairs]
     classes = [int(g) % task.num_classes for g in groups] if task.uses_prompt else None

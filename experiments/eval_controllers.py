@@ -20,21 +20,23 @@ from typing import Any
 
 import torch
 
-from adaptive_tts.calibration import calibrate, load_traces
-from adaptive_tts.report import format_table, mean_ci
-from adaptive_tts.runner import run_method
-from adaptive_tts.sampling import make_sampler
+from adaptive_tts.registry import SAMPLERS
+from adaptive_tts.report import format_table
 from adaptive_tts.tasks import build_task
+from adaptive_tts.traces import load_traces
 from controllers import FixedController, SigmaWindowController
 from controllers.binomial import fit_binomial
 from controllers.budget import BudgetController, plain_cost
 from controllers.gain import fit_gain
 from controllers.gp import fit_gp_controller
-from controllers.plots import plot_controller
+from controllers.registry import CONTROLLERS, make_controller
 from controllers.stats import plot_stats, step_stats
+from experiments.calibration import calibrate
+from experiments.pairs import run_pairs
 from experiments.plots import plot_reward_vs_nfe
 
 CAL = {"n": 4, "k": 20, "eps": 0.4, "lam": 0.15}
+BUILTIN = ("binomial", "gp", "gain", "budget")  # fitted below with their own variants
 
 
 def pairs_for(task: Any, seeds: range) -> list[tuple[int, int]]:
@@ -52,30 +54,21 @@ def evaluate(
     batch: int,
     **kw: Any,
 ) -> dict[str, Any]:
-    rewards, nfes, hits = [], [], []
     t0 = time.perf_counter()
-    for s in range(0, len(pairs), batch):
-        chunk = pairs[s : s + batch]
-        prompts = torch.tensor([p for p, _ in chunk])
-        res = run_method(task, method, sampler, [x for _, x in chunk], prompts, device=device, **kw)
-        ev = task.evaluate(res.x0, prompts)
-        rewards.append(res.reward)
-        nfes.append(res.nfe.float())
-        hits.append(ev.get("eval_hit", ev.get("eval_confidence")))
-    r, n, h = torch.cat(rewards), torch.cat(nfes), torch.cat(hits).float()
-    m, ci = mean_ci(r)
+    res = run_pairs(task, method, sampler, pairs, batch=batch, device=device, **kw)
     return {
         "method": label,
-        "reward": m,
-        "ci95": ci,
-        "nfe": float(n.mean()),
-        "eval_rate": float(h.mean()),
+        **res.summary(),  # reward, ci95, nfe, eval_rate
         "seconds": time.perf_counter() - t0,
-        "per_pair_reward": r.tolist(),
+        "per_pair_reward": res.reward.tolist(),
     }
 
 
-def fit_all(stats: Any, sampler: Any, k_means: list[float]) -> dict[str, Any]:
+def fit_all(
+    stats: Any, sampler: Any, k_means: list[float], traces: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The built-in kinds' variants, plus every other registered fitted kind (plug-ins) with its
+    default options when ``traces`` are given."""
     ctrls: dict[str, Any] = {
         "binomial-ceil": fit_binomial(stats, "ceil"),
         "binomial-draw": fit_binomial(stats, "draw", bootstrap=0),
@@ -85,6 +78,9 @@ def fit_all(stats: Any, sampler: Any, k_means: list[float]) -> dict[str, Any]:
     }
     for km in k_means:
         ctrls[f"gain(k_mean={km:g})"] = fit_gain(stats, k_mean=km)
+    for kind, entry in CONTROLLERS.items():
+        if entry.fitted and kind not in BUILTIN and traces is not None:
+            ctrls[kind] = make_controller(kind, traces, sampler)
     return ctrls
 
 
@@ -101,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     task = build_task(args.task, device=args.device)
-    sampler = make_sampler("heun", args.steps, sigma_max=task.sigma_max)
+    sampler = SAMPLERS["heun"](args.steps, sigma_max=task.sigma_max)
     out = args.out
     cal_dir = out / f"calibration_{args.task}"
     cal_pairs = pairs_for(task, range(10_000, 10_000 + args.cal_seeds))
@@ -113,20 +109,22 @@ def main(argv: list[str] | None = None) -> int:
     calibrate(
         task, "eps-greedy", sampler, cal_pairs, cal_dir, batch=args.batch, device=args.device, **CAL
     )
-    stats = step_stats(load_traces(cal_dir))
+    traces = load_traces(cal_dir)
+    stats = step_stats(traces)
     plot_stats(stats, str(out / f"stats_{args.task}.png"))
-    ctrls = fit_all(stats, sampler, args.k_means)
+    ctrls = fit_all(stats, sampler, args.k_means, traces)
     for name, c in ctrls.items():
+        if not hasattr(c, "save"):
+            continue
         c.save(
             out
             / f"schedules_{args.task}"
             / f"{name.replace('(', '_').replace(')', '').replace('=', '')}.json"
         )
     for name in ("binomial-ceil", "gp-warp", "gain(k_mean=1)"):
-        if name in ctrls:
-            plot_controller(
-                ctrls[name], None, str(out / f"fit_{name.split('(')[0]}_{args.task}.png")
-            )
+        plot = CONTROLLERS[name.split("(")[0].split("-")[0]].plot
+        if name in ctrls and plot is not None:
+            plot(ctrls[name], None, str(out / f"fit_{name.split('(')[0]}_{args.task}.png"))
     full_nfe = sum(plain_cost(sampler))  # one plain trajectory
     ev = lambda label, method, **kw: evaluate(  # noqa: E731
         task, sampler, eval_pairs, label, method, args.device, args.batch, **kw
@@ -158,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": CAL,
         "calibration_pairs": len(cal_pairs),
         "heldout_pairs": len(eval_pairs),
-        "schedules": {k: [s["k"] for s in c.steps] for k, c in ctrls.items()},
+        "schedules": {
+            k: [s["k"] for s in c.steps] for k, c in ctrls.items() if hasattr(c, "steps")
+        },
         "step_stats": stats.summary(),
         "rows": rows,
     }

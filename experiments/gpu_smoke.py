@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from adaptive_tts.cuda_graphs import graph_task
-from adaptive_tts.runner import run_method
 from adaptive_tts.sampling import make_sampler
 from adaptive_tts.tasks import build_task
+from experiments.runner import run_method
 
 SCHEDULES = "experiments/results/controllers/schedules_mnist-target"
 

@@ -20,17 +20,18 @@ import argparse
 import csv
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from adaptive_tts.calibration import calibrate, load_traces
+from adaptive_tts.registry import SAMPLERS
 from adaptive_tts.report import format_table, mean_ci
-from adaptive_tts.runner import prepare_task, run_method
-from adaptive_tts.sampling import make_sampler
+from adaptive_tts.traces import load_traces
+from experiments.calibration import calibrate
 from experiments.config import expand_methods, load_config
+from experiments.pairs import Batch, eval_score, run_pairs
+from experiments.runner import prepare_task
 
 
 class Dist:
@@ -81,21 +82,27 @@ def make_pairs(prompts: list[int], first: int, count: int, unique: bool) -> list
 
 
 def build_controller(spec: dict[str, Any] | None, traces_dir: Path | None, sampler: Any) -> Any:
-    """A controller from a config entry: fixed | window | binomial | gp | gain | budget."""
+    """A controller from a config entry ``{kind: <registered kind>, **options}`` (fixed,
+    window, binomial, gp, gain, budget or a plug-in; see
+    :data:`controllers.registry.CONTROLLERS`)."""
     if spec is None:
         return None
-    from controllers import FixedController, SigmaWindowController
-    from controllers.fitting import fit_controller
+    from controllers.registry import CONTROLLERS, make_controller
 
     spec = dict(spec)
     kind = spec.pop("kind")
-    if kind == "fixed":
-        return FixedController(**spec)
-    if kind == "window":
-        return SigmaWindowController(**spec)
-    if traces_dir is None:
+    if CONTROLLERS[kind].fitted and traces_dir is None:
         raise ValueError(f"controller {kind!r} needs a 'calibration' section in the config")
-    return fit_controller(kind, load_traces(traces_dir), sampler=sampler, **spec)
+    traces = load_traces(traces_dir) if CONTROLLERS[kind].fitted and traces_dir else None
+    return make_controller(kind, traces, sampler, **spec)
+
+
+def make_sampler_from_config(sc: dict[str, Any], sigma_max: float) -> Any:
+    """The config's ``sampler: {name, steps, **options}`` built by
+    :data:`adaptive_tts.registry.SAMPLERS`."""
+    sc = dict(sc)
+    name, steps = sc.pop("name"), int(sc.pop("steps"))
+    return SAMPLERS[name](steps, sigma_max=sigma_max, **sc)
 
 
 def run_experiment(
@@ -108,8 +115,7 @@ def run_experiment(
     # cuda -> cuda:LOCAL_RANK under a launcher
     task, device = prepare_task(cfg["task"], cfg["device"], bool(cfg["cuda_graphs"]))
     gen_dev = cfg["generator_device"]
-    sc = cfg["sampler"]
-    sampler = make_sampler(sc["name"], int(sc["steps"]), sigma_max=task.sigma_max)
+    sampler = make_sampler_from_config(cfg["sampler"], task.sigma_max)
     prompts = cfg["pairs"]["prompts"]
     if prompts is None:
         prompts = list(range(task.num_classes)) if task.uses_prompt else [-1]
@@ -146,30 +152,13 @@ def run_experiment(
     for run in tqdm(runs, desc=cfg["name"], disable=not (progress and dist.main)):
         kw = {k: v for k, v in run.items() if k not in ("label", "method", "controller", "group")}
         kw["controller"] = build_controller(run.get("controller"), traces_dir, sampler)
-        if (
-            dist.main
-            and hasattr(kw["controller"], "save")
-            and (run.get("controller") or {}).get("kind") not in ("fixed", "window")
-        ):
-            save_schedule(kw["controller"], out, run["label"])
-        for s in range(0, len(mine), cfg["batch"]):
-            chunk = mine[s : s + cfg["batch"]]
-            pr = torch.tensor([p for p, _ in chunk])
-            t0 = time.perf_counter()
-            res = run_method(
-                task,
-                run["method"],
-                sampler,
-                [x for _, x in chunk],
-                pr,
-                device=device,
-                generator_device=gen_dev,
-                **kw,
-            )
-            sec = (time.perf_counter() - t0) / len(chunk)
-            ev = task.evaluate(res.x0, pr)
-            hit = ev.get("eval_hit", ev.get("eval_confidence", torch.zeros(len(chunk))))
-            for j, (p, seed) in enumerate(chunk):
+        if dist.main and hasattr(kw["controller"], "save") and _fitted(run.get("controller")):
+            save_schedule(kw["controller"], out, run["label"], run["controller"]["kind"])
+
+        def record(b: Batch, run: dict[str, Any] = run) -> None:
+            sec = b.seconds / len(b.pairs)
+            hit = eval_score(b.eval, len(b.pairs))
+            for j, (p, seed) in enumerate(b.pairs):
                 records.append(
                     {
                         "label": run["label"],
@@ -177,14 +166,26 @@ def run_experiment(
                         "method": run["method"],
                         "prompt": p,
                         "seed": seed,
-                        "reward": float(res.reward[j]),
-                        "nfe": int(res.nfe[j]),
+                        "reward": float(b.result.reward[j]),
+                        "nfe": int(b.result.nfe[j]),
                         "eval": float(hit[j]),
                         "seconds": sec,
                     }
                 )
-            top = res.reward.argsort(descending=True)[:8]
-            best_images[run["label"]] = task.to_image(res.x0[top]).cpu()
+            top = b.result.reward.argsort(descending=True)[:8]
+            best_images[run["label"]] = task.to_image(b.result.x0[top]).cpu()
+
+        run_pairs(
+            task,
+            run["method"],
+            sampler,
+            mine,
+            batch=cfg["batch"],
+            device=device,
+            generator_device=gen_dev,
+            on_batch=record,
+            **kw,
+        )
     records = dist.gather(records)
     dist.close()
     if not dist.main:
@@ -216,16 +217,27 @@ def run_experiment(
     return result
 
 
+def _fitted(spec: dict[str, Any] | None) -> bool:
+    """Whether a config's controller entry is fitted on traces (then its fit is saved)."""
+    from controllers.registry import CONTROLLERS
+
+    return spec is not None and CONTROLLERS[spec["kind"]].fitted
+
+
 def slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")
 
 
-def save_schedule(ctrl: Any, out: Path, label: str) -> None:
-    """Keep a fitted controller's JSON and a plot of its fit in the run directory."""
+def save_schedule(ctrl: Any, out: Path, label: str, kind: str | None = None) -> None:
+    """Keep a fitted controller's JSON and a plot of its fit (the kind's registered plot) in
+    the run directory."""
     from controllers.plots import plot_controller
+    from controllers.registry import CONTROLLERS
 
     ctrl.save(str(out / f"schedule_{slug(label)}.json"))
-    plot_controller(ctrl, None, str(out / f"fit_{slug(label)}.png"))
+    plot = CONTROLLERS[kind].plot if kind is not None else plot_controller
+    if plot is not None:
+        plot(ctrl, None, str(out / f"fit_{slug(label)}.png"))
 
 
 def save_samples(images: dict[str, torch.Tensor], path: Path) -> Path | None:

@@ -11,24 +11,50 @@ diffusers is imported only when the diffusion model is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-_KINDS = {"mnist": "edm", "mnist-reward-clf": "classifier", "mnist-eval-clf": "classifier"}
+from adaptive_tts.registry import Registry
 
-__all__ = ["WEIGHTS_DIR", "available", "load", "weights_path"]
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+__all__ = ["LOADERS", "WEIGHTS_DIR", "WEIGHTS", "available", "load", "weights_path"]
+
+
+def _edm(directory: Path) -> nn.Module:
+    from adaptive_tts.models.edm_unet import EDMUNetDenoiser
+
+    return EDMUNetDenoiser.from_pretrained(directory)
+
+
+def _classifier(directory: Path) -> nn.Module:
+    from adaptive_tts.models.classifiers import load_classifier
+
+    return load_classifier(directory)
+
+
+LOADERS: Registry[Callable[[Path], nn.Module]] = Registry(
+    "weights format", {"edm": _edm, "classifier": _classifier}
+)
+"""Weights format -> ``load(directory) -> nn.Module``."""
+
+WEIGHTS: Registry[str] = Registry(
+    "shipped model",
+    {"mnist": "edm", "mnist-reward-clf": "classifier", "mnist-eval-clf": "classifier"},
+)
+"""Shipped weights (a folder under :data:`WEIGHTS_DIR`) -> their format in :data:`LOADERS`."""
 
 
 def available() -> list[str]:
     """Names accepted by :func:`load`."""
-    return sorted(_KINDS)
+    return sorted(WEIGHTS)
 
 
 def weights_path(name: str) -> Path:
     """Directory holding the shipped weights of ``name``."""
-    if name not in _KINDS:
+    if name not in WEIGHTS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
     return WEIGHTS_DIR / name
 
@@ -43,13 +69,5 @@ def load(name: str, device: str = "cpu") -> nn.Module:
     directory = weights_path(name)
     if not directory.is_dir():
         raise FileNotFoundError(f"weights for {name!r} not found: {directory}")
-    model: nn.Module
-    if _KINDS[name] == "edm":
-        from adaptive_tts.models.edm_unet import EDMUNetDenoiser
-
-        model = EDMUNetDenoiser.from_pretrained(directory)
-    else:
-        from adaptive_tts.models.classifiers import load_classifier
-
-        model = load_classifier(directory)
+    model = LOADERS[WEIGHTS[name]](directory)
     return model.to(device).eval().requires_grad_(False)

@@ -1,4 +1,7 @@
-"""Command line: ``adaptive-tts sample | ...``."""
+"""Command line: ``adaptive-tts sample | demo | calibrate | fit | bench``.
+
+Methods, tasks, samplers and controller kinds come from their registries
+(:mod:`adaptive_tts.registry`, :mod:`adaptive_tts.tasks`, :mod:`controllers.registry`)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adaptive_tts.search import METHODS
+from adaptive_tts.registry import METHODS, SAMPLERS
 from adaptive_tts.tasks import TASKS
 
 DEFAULT_TASK = {"gmm": "gmm-target", "mnist": "mnist-cond"}
@@ -35,7 +38,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch", type=int, default=4, help="samples (seeds seed..seed+batch-1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", choices=["heun", "euler", "ancestral"], default="heun")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--n", type=int, default=None, help="candidates per iteration / branching")
     p.add_argument("--k", type=int, default=None, help="search iterations per step")
@@ -66,8 +69,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from adaptive_tts.runner import prepare_task, run_method
-    from adaptive_tts.sampling import make_sampler
+    from experiments.runner import prepare_task, run_method
 
     task_name = args.task or DEFAULT_TASK[args.model]
     if not task_name.startswith(args.model):
@@ -75,7 +77,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit(f"--batch must be >= 1, got {args.batch}")
     task, args.device = prepare_task(task_name, args.device, args.cuda_graphs)
-    sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
+    sampler = SAMPLERS[args.sampler](args.steps, sigma_max=task.sigma_max)
     classes = args.classes if args.classes else ([0] if task.uses_prompt else None)
     prompts = task.prompts(classes, args.batch)
     seeds = list(range(args.seed, args.seed + args.batch))
@@ -94,13 +96,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "schedule": tuple(args.evo_schedule) if args.evo_schedule else None,
         "population": tuple(args.population) if args.population else None,
         "tournament": args.tournament,
-        "generator_device": args.generator_device,
     }
     if args.schedule is not None:
         from controllers.io import load_controller
 
         options["controller"] = load_controller(args.schedule, sampler=sampler, model=task.model)
-    result = run_method(task, args.method, sampler, seeds, prompts, device=args.device, **options)
+    try:
+        result = run_method(
+            task,
+            args.method,
+            sampler,
+            seeds,
+            prompts,
+            device=args.device,
+            generator_device=args.generator_device,
+            **options,
+        )
+    except TypeError as err:  # an option the method does not take
+        raise SystemExit(f"adaptive-tts sample: {err}") from err
     ev = task.evaluate(result.x0, prompts)
     row = result.summary()
     row.update(
@@ -142,7 +155,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lam", type=float, default=0.15)
     p.add_argument("--classes", type=int, nargs="*", default=None, help="prompts (default: all)")
     p.add_argument("--seeds", type=int, nargs=2, default=[0, 8], metavar=("FIRST", "COUNT"))
-    p.add_argument("--sampler", choices=["heun", "euler", "ancestral"], default="heun")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK per process)")
@@ -169,13 +182,12 @@ def _add_gpu_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from adaptive_tts.calibration import calibrate
-    from adaptive_tts.runner import prepare_task, process_shard
-    from adaptive_tts.sampling import make_sampler
+    from experiments.calibration import calibrate
+    from experiments.runner import prepare_task, process_shard
 
     task, device = prepare_task(args.task, args.device, args.cuda_graphs)
     args.device = device
-    sampler = make_sampler(args.sampler, args.steps, sigma_max=task.sigma_max)
+    sampler = SAMPLERS[args.sampler](args.steps, sigma_max=task.sigma_max)
     classes = (
         args.classes
         if args.classes
@@ -209,39 +221,61 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_fit(sub: argparse._SubParsersAction) -> None:
+    from controllers.registry import CONTROLLERS
+
+    fitted = sorted(k for k, v in CONTROLLERS.items() if v.fitted)
     p = sub.add_parser("fit", help="fit a controller on calibration traces; write schedule JSON")
-    p.add_argument("--controller", choices=["binomial", "gp", "gain", "budget"], required=True)
+    p.add_argument("--controller", choices=fitted, required=True)
     p.add_argument("--traces", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--mapping", choices=["eps", "ceil", "draw", "improve"], default="improve")
-    p.add_argument("--kernel", choices=["warp", "rbf"], default="warp")
+    p.add_argument("--mapping", choices=["eps", "ceil", "draw", "improve"], default=None)
+    p.add_argument("--kernel", choices=["warp", "rbf"], default=None, help="gp (default warp)")
     p.add_argument("--budget", type=float, default=None, help="NFEs per sample (budget)")
     p.add_argument("--k-mean", type=float, default=None, help="gain/budget: target mean K_t")
+    p.add_argument(
+        "--option",
+        dest="options",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other option of the kind's fit (value parsed as YAML)",
+    )
     p.add_argument("--plot", type=Path, default=None, help="PNG of the statistics and the fit")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from adaptive_tts.calibration import load_traces
-    from adaptive_tts.sampling import sampler_from_description
+    import yaml
+
+    from adaptive_tts.registry import sampler_from_description
+    from adaptive_tts.traces import load_traces
     from controllers.fitting import fit_controller
+    from controllers.registry import CONTROLLERS
 
     traces = load_traces(args.traces)
     sampler = sampler_from_description(traces[0]["sampler"])
-    opts = {"k_mean": args.k_mean} if args.k_mean is not None else {}
-    ctrl = fit_controller(
-        args.controller,
-        traces,
-        mapping=args.mapping,
-        kernel=args.kernel,
-        budget=args.budget,
-        sampler=sampler,
-        **opts,
-    )
+    opts: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "mapping": args.mapping,
+            "kernel": args.kernel,
+            "budget": args.budget,
+            "k_mean": args.k_mean,
+        }.items()
+        if v is not None
+    }
+    for item in args.options:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--option must look like key=value, got {item!r}")
+        opts[key] = yaml.safe_load(raw)
+    try:
+        ctrl = fit_controller(args.controller, traces, sampler=sampler, **opts)
+    except TypeError as err:  # an option the kind does not take
+        raise SystemExit(f"adaptive-tts fit: {err}") from err
     ctrl.save(args.out)
-    if args.plot is not None:
-        from controllers.plots import plot_controller
-
-        plot_controller(ctrl, traces, args.plot)
+    plot = CONTROLLERS[args.controller].plot
+    if args.plot is not None and plot is not None:
+        plot(ctrl, traces, str(args.plot))
     base: Any = getattr(ctrl, "base", ctrl)
     print(
         json.dumps(
@@ -286,7 +320,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from adaptive_tts.demo import run_demo
+    from experiments.demo import run_demo
     from experiments.run import table
 
     result = run_demo(

@@ -1,26 +1,36 @@
-"""Run a named search method on a task for given seeds and prompts (shared by the CLI,
-calibration and benchmarks)."""
+"""Run a registered search method on a task for given seeds and prompts (shared by the CLI,
+calibration, the evaluation drivers and benchmarks), and place a process in a launch."""
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 
 import torch
 
+from adaptive_tts.registry import METHODS, check_options
 from adaptive_tts.sampling import Sampler, initial_noise, make_generators
-from adaptive_tts.search import METHODS
 from adaptive_tts.tasks import Task, build_task
 from adaptive_tts.types import SearchResult
 
+RESERVED = ("denoiser", "sampler", "x_T", "cond", "reward", "generator")
+"""Arguments :func:`run_method` passes itself; an option may not set them."""
+
 
 def method_kwargs(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Keep only the options ``method`` accepts (``None`` values dropped)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    accepted = inspect.signature(METHODS[method]).parameters
-    return {k: v for k, v in options.items() if k in accepted and v is not None}
+    """The options for ``method`` with ``None`` values dropped.
+
+    Raises:
+        ValueError: ``method`` is not registered (the message lists the registered ones).
+        TypeError: an option ``method`` does not take (naming the option and the method).
+    """
+    fn = METHODS[method]
+    kw = {k: v for k, v in options.items() if v is not None}
+    for key in kw:
+        if key in RESERVED:
+            raise TypeError(f"option {key!r} of search method {method!r} is set by the runner")
+    check_options("search method", method, fn, kw, exclude=RESERVED)
+    return kw
 
 
 def run_method(
@@ -39,7 +49,8 @@ def run_method(
         seeds: one integer seed per sample (its generator drives every random draw).
         prompts: ``(B,)`` long class/target per sample (``-1`` where unused).
         options: method settings (``n``, ``k``, ``eps``, ``lam``, ``width``, ``sims``,
-            ``controller``, ``max_batch`` ...); ones the method does not take are ignored.
+            ``controller``, ``max_batch`` ...); ``None`` values are dropped, and an option the
+            method does not take is a ``TypeError``.
         generator_device: where the per-sample generators draw. ``None``/``"cpu"``: on the
             CPU, bit-reproducible on any machine; ``"cuda"``: on the GPU, reproducible on the
             same GPU model and much faster there (no host-side draws or copies).

@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 
-from adaptive_tts.calibration import calibrate, load_traces
-from adaptive_tts.runner import process_shard, rank_device
 from adaptive_tts.sampling import make_sampler
 from adaptive_tts.tasks import build_task
+from experiments.calibration import calibrate, load_traces
+from experiments.runner import process_shard, rank_device
 
 KN = {"n": 2, "k": 2, "eps": 0.4, "lam": 0.15}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from adaptive_tts.cli import main
+from experiments.cli import main
 
 
 def test_demo_writes_run_directory(tmp_path, capsys) -> None:

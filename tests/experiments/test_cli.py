@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from adaptive_tts.cli import main
+from experiments.cli import main
 
 
 def test_sample_json_last_line(capsys) -> None:
@@ -39,39 +39,27 @@ def test_sample_json_last_line(capsys) -> None:
     assert row["method"] == "eps-greedy" and row["nfe"] == 6 * (1 + 4 * 2) + 5
 
 
-@pytest.mark.parametrize(
-    "method", ["naive", "best-of-n", "beam", "mcts", "zero-order", "eacps", "evosearch"]
-)
+METHOD_ARGS = {
+    "naive": [],
+    "best-of-n": ["--n", "2"],
+    "beam": ["--n", "2", "--beam-width", "1"],
+    "mcts": ["--n", "2", "--sims", "1"],
+    "zero-order": ["--k", "1"],
+    "eacps": ["--k-global", "2", "--elites", "1", "--k-local", "1"],
+    "evosearch": ["--elites", "1", "--evo-schedule", "0", "2", "--population", "4", "2"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_ARGS))
 def test_every_method_runs(method: str, capsys) -> None:
-    main(
-        [
-            "sample",
-            "--method",
-            method,
-            "--k",
-            "1",
-            "--sims",
-            "1",
-            "--batch",
-            "1",
-            "--steps",
-            "4",
-            "--k-global",
-            "2",
-            "--elites",
-            "1",
-            "--k-local",
-            "1",
-            "--evo-schedule",
-            "0",
-            "2",
-            "--population",
-            "4",
-            "2",
-            "--json",
-        ]
-    )
+    args = ["sample", "--method", method, "--batch", "1", "--steps", "4", "--json"]
+    main(args + METHOD_ARGS[method])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["method"] == method
+
+
+def test_option_a_method_does_not_take_is_an_error() -> None:
+    with pytest.raises(SystemExit, match="'naive' takes no option 'k'"):
+        main(["sample", "--method", "naive", "--k", "2", "--batch", "1", "--steps", "4"])
 
 
 def test_console_script_entry_point() -> None:
@@ -79,7 +67,7 @@ def test_console_script_entry_point() -> None:
         [
             sys.executable,
             "-m",
-            "adaptive_tts.cli",
+            "experiments.cli",
             "sample",
             "--method",
             "naive",

@@ -7,8 +7,8 @@ Layout of a calibration directory::
     DIR/traces-00000.jsonl    one trace per line (schema ``adaptive_tts.trace/1``), append-only
     DIR/traces-0000R.jsonl    process R's shard when launched with several processes
 
-Several processes (``torchrun --nproc_per_node G -m adaptive_tts.cli calibrate ...`` or
-``accelerate launch``; :func:`~adaptive_tts.runner.process_shard` reads ``RANK`` and
+Several processes (``torchrun --nproc_per_node G -m experiments.cli calibrate ...`` or
+``accelerate launch``; :func:`~experiments.runner.process_shard` reads ``RANK`` and
 ``WORLD_SIZE``) split the pairs round-robin and each appends the ones not yet done to its own
 shard (no process group or gather is needed). The split is of the pair list itself (pair ``j``
 goes to process ``j mod world``), so it does not depend on when each process starts. With
@@ -24,64 +24,17 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from adaptive_tts.runner import run_method
 from adaptive_tts.sampling import Sampler
 from adaptive_tts.tasks import Task
-from adaptive_tts.types import TRACE_SCHEMA
+from adaptive_tts.traces import append_traces, load_traces, read_shard
+from experiments.pairs import Batch, run_pairs
 
 SETTINGS = "calibration.json"
 
-
-def _read_jsonl(path: Path, repair: bool = False) -> Iterator[dict[str, Any]]:
-    """Yield the records of one shard; a truncated or corrupt *last* line is dropped with a
-    warning (and cut from the file when ``repair``); a corrupt line elsewhere is an error."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1  # start of the partial line
-        warnings.warn(
-            f"{path}: dropping a truncated last line ({len(data) - cut} bytes)", stacklevel=2
-        )
-        if repair:
-            with open(path, "r+b") as f:
-                f.truncate(cut)
-        data = data[:cut]
-    lines = data.split(b"\n")[:-1]
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            if n < len(lines):
-                raise ValueError(f"{path}:{n}: corrupt trace line: {err}") from err
-            warnings.warn(f"{path}: dropping a corrupt last line: {err}", stacklevel=2)
-            if repair:
-                with open(path, "r+b") as f:
-                    f.truncate(len(data) - len(line) - 1)
-            continue
-        if rec.get("schema") != TRACE_SCHEMA:
-            raise ValueError(f"{path}:{n}: schema {rec.get('schema')!r}, expected {TRACE_SCHEMA!r}")
-        yield rec
-
-
-def load_traces(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All traces in a calibration directory (every ``*.jsonl`` shard), in (prompt, seed)
-    order, so what is fitted on them does not depend on how the run was split in shards."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise FileNotFoundError(f"traces directory not found: {d}")
-    shards = sorted(d.glob("*.jsonl"))
-    if not shards:
-        raise FileNotFoundError(f"no *.jsonl trace shards in {d}")
-    recs = [rec for s in shards for rec in _read_jsonl(s)]
-    return sorted(recs, key=lambda r: (int(r.get("prompt", -1)), int(r.get("seed", 0))))
+__all__ = ["SETTINGS", "calibrate", "load_traces"]
 
 
 def _settings(task: Task, method: str, sampler: Sampler, options: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +65,7 @@ def calibrate(
         pairs: ``(prompt, seed)`` pairs (prompt -1 where the task uses none).
         batch: pairs per search call (the unit a crash can lose).
         shard: ``(rank, world)``: this process runs pairs ``rank::world`` into its own shard
-            (:func:`~adaptive_tts.runner.process_shard` reads them from a launcher).
+            (:func:`~experiments.runner.process_shard` reads them from a launcher).
         options: the method's knobs (``n``, ``k``, ``eps``, ``lam`` ...), recorded in the settings.
     Returns:
         ``{"done": already finished, "ran": run here, "total": len(pairs), "rank", "world",
@@ -145,7 +98,7 @@ def calibrate(
     shard_path = out / f"traces-{rank:05d}.jsonl"
     done: set[tuple[int, int]] = set()
     for s in sorted(out.glob("*.jsonl")):  # only our own shard is repaired: others may be live
-        for rec in _read_jsonl(s, repair=s == shard_path):
+        for rec in read_shard(s, repair=s == shard_path):
             done.add((int(rec.get("prompt", -1)), int(rec["seed"])))
     todo = [p for p in pairs if (int(p[0]), int(p[1])) not in done]
     mine = [p for p in pairs[rank::world] if (int(p[0]), int(p[1])) not in done]  # fixed split
@@ -154,28 +107,32 @@ def calibrate(
         desc=f"calibrate {task.name}" + (f" [{rank}/{world}]" if world > 1 else ""),
         disable=not progress or rank > 0,
     )
-    nfe, nfe_first, seconds, first = 0, 0, 0.0, 0.0
-    t_start = t_first = time.time()
-    for start in range(0, len(mine), batch):
-        chunk = mine[start : start + batch]
-        prompts = torch.tensor([p for p, _ in chunk], dtype=torch.long)
-        t0 = time.perf_counter()
-        res = run_method(
-            task, method, sampler, [s for _, s in chunk], prompts, device=device, **options
-        )
-        took = time.perf_counter() - t0  # the result is on the host: the GPU work is done
-        seconds, nfe = seconds + took, nfe + int(res.nfe.sum())
-        if start == 0:
-            first, nfe_first, t_first = took, nfe, time.time()
-        lines = []
-        for (prompt, _), tr in zip(chunk, res.traces):
+    timing = {"nfe": 0, "nfe_first": 0, "seconds": 0.0, "first": 0.0}
+    t_start = time.time()
+    t_first = t_start
+
+    def write(b: Batch) -> None:
+        nonlocal t_first
+        timing["seconds"] += b.seconds
+        timing["nfe"] += int(b.result.nfe.sum())
+        if b.start == 0:
+            timing["first"], timing["nfe_first"], t_first = b.seconds, timing["nfe"], time.time()
+        for (prompt, _), tr in zip(b.pairs, b.result.traces):
             tr["prompt"] = int(prompt)
-            lines.append(json.dumps(tr, separators=(",", ":")))
-        with open(shard_path, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        bar.update(len(chunk))
+        append_traces(shard_path, b.result.traces)
+        bar.update(len(b.pairs))
+
+    run_pairs(
+        task,
+        method,
+        sampler,
+        mine,
+        batch=batch,
+        device=device,
+        evaluate=False,
+        on_batch=write,
+        **options,
+    )
     bar.close()
     return {
         "done": len(pairs) - len(todo),
@@ -183,10 +140,10 @@ def calibrate(
         "total": len(pairs),
         "rank": rank,
         "world": world,
-        "nfe": nfe,
-        "seconds": seconds,
-        "seconds_first": first,
-        "nfe_first": nfe_first,
+        "nfe": timing["nfe"],
+        "seconds": timing["seconds"],
+        "seconds_first": timing["first"],
+        "nfe_first": timing["nfe_first"],
         "t_start": t_start,  # wall clock (time.time()): start, end of the first batch, end
         "t_first": t_first,
         "t_end": time.time(),
