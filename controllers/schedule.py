@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import torch
 
-from adaptive_tts.types import Knobs, StepInfo
 from adaptive_tts.control import check_knobs
+from adaptive_tts.types import Knobs, StepInfo
 
 SCHEMA = "adaptive_tts.schedule/1"
 Mode = Literal["table", "draw"]
