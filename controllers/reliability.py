@@ -78,8 +78,12 @@ def observations(traces: list[dict[str, Any]]) -> Observations:
     )
 
 
-def success_level(obs: Observations, target: float) -> tuple[float, dict[str, float]]:
-    """``q = r_base + target (r_full - r_base)`` from the calibration's K = 0 and largest-K runs."""
+def success_level(
+    obs: Observations, target: float, reference: list[dict[str, Any]] | None = None
+) -> tuple[float, dict[str, float]]:
+    """``q = r_base + target (r_full - r_base)``: ``r_base`` from the calibration's K = 0 runs,
+    ``r_full`` from ``reference`` (traces of the full search on the same pairs, e.g.
+    eps-greedy(4,20)) or else from the calibration's largest-K runs."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target must lie in (0, 1], got {target}")
     kmax = int(obs.k.max())
@@ -91,6 +95,9 @@ def success_level(obs: Observations, target: float) -> tuple[float, dict[str, fl
         )
     r_base = float(obs.final[base_mask].mean())
     r_full = float(obs.final[obs.k == kmax].mean())
+    if reference:
+        r_full = sum(float(t["final_reward"]) for t in reference) / len(reference)
+        kmax = max(int(st["knobs"]["k"]) for st in reference[0]["steps"] if st.get("searchable"))
     q = r_base + target * (r_full - r_base)
     return q, {"r_base": r_base, "r_full": r_full, "k_full": kmax, "q": q}
 
@@ -299,6 +306,7 @@ def fit_reliability(
     kind: ModelKind = "logistic",
     max_points: int = 1500,
     seed: int = 0,
+    reference: list[dict[str, Any]] | None = None,
 ) -> ReliabilityModel:
     """Fit ``P(r_0 >= q | s, sigma)`` on budget-varied calibration traces.
 
@@ -307,13 +315,15 @@ def fit_reliability(
         target: share of the full search's gain over no search that a success must hold.
         kind: ``logistic`` (scikit-learn) or ``gp`` (BoTorch, warped Matern).
         max_points: GP training points (a random subset; the logistic uses every point).
+        reference: traces of the full search (the reward a success must hold a share of);
+            default: the calibration's largest budget.
     Returns:
         the tabulated model, with held-out (every 5th trace) log loss and Brier score.
     """
     if kind not in ("logistic", "gp"):
         raise ValueError(f"kind must be 'logistic' or 'gp', got {kind!r}")
     obs = observations(traces)
-    q, levels = success_level(obs, target)
+    q, levels = success_level(obs, target, reference)
     tf = ScoreTransform.fit(obs.score)
     z = tf(obs.score).numpy()
     u_lo, u_hi = float(obs.log_sigma.min()), float(obs.log_sigma.max())
