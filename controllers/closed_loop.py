@@ -150,8 +150,8 @@ class StoppingController:
         if self.budget_mode == "prompt":
             pool = (self.budget - spent - reserve).clamp_min(0)
             return torch.floor(pool / ahead / self.n).long()
-        pool = max(self.budget * len(spent) - float(spent.sum()) - reserve * len(spent), 0.0)
-        iters = int(pool / ahead // self.n)
+        total = max(self.budget * len(spent) - float(spent.sum()) - reserve * len(spent), 0.0)
+        iters = int(total / ahead // self.n)
         scores = step.scores.detach().double().cpu()  # batch mode reads the probe scores
         p = self.model.prob(scores, math.log(step.sigma_hat))
         needy = scores < self.tau(step.sigma_hat)
@@ -195,9 +195,9 @@ class StoppingController:
     ) -> StoppingController:
         if d.get("schema") != SCHEMA:
             raise ValueError(f"schema {d.get('schema')!r}, expected {SCHEMA!r}")
-        keys = ("confidence", "n", "k_max", "eps", "lam", "move", "budget", "budget_mode", "rule")
-        keys = (*keys, "spread")
-        opts = {k: d[k] for k in keys if k in d}
+        keys = ("confidence", "n", "k_max", "eps", "lam", "move", "budget", "budget_mode")
+        keys2 = (*keys, "rule", "spread")
+        opts = {k: d[k] for k in keys2 if k in d}
         opts["search_uncertifiable"] = bool(d.get("search_uncertifiable", False))
         opts.update(override)
         return cls(ReliabilityModel.from_dict(d["model"]), sampler=sampler, **opts)

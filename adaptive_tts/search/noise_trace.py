@@ -69,7 +69,12 @@ def trace_step(
     eps, ks = knobs.eps.tolist(), knobs.k.tolist()
     runs = ks if done is None else done.tolist()  # iterations run (below the cap if stopped)
     for j, tr in enumerate(traces):
-        knob = {"n": knobs.n, "k": int(ks[j]), "eps": float(eps[j]), "lam": knobs.lam}
+        knob: dict[str, Any] = {
+            "n": knobs.n,
+            "k": int(ks[j]),
+            "eps": float(eps[j]),
+            "lam": knobs.lam,
+        }
         if knobs.move != "additive":
             knob["move"] = knobs.move
         if done is not None:
