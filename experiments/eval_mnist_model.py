@@ -27,7 +27,9 @@ from adaptive_tts import models
 from adaptive_tts.models.classifiers import classifier_meta, load_classifier
 from adaptive_tts.models.edm_unet import EDMUNetDenoiser
 from adaptive_tts.models.mnist_data import load_split, to_unit_space
-from adaptive_tts.sampling import initial_noise, make_generators, make_sampler, randn_like_rows
+from adaptive_tts.nfe import Ledger
+from adaptive_tts.sampling import initial_noise, make_generators, make_sampler
+from adaptive_tts.search.loop import Rows, denoise, fresh_noise
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COND_SEED, UNCOND_SEED, TIMING_SEED = 1_000_000, 2_000_000, 3_000_000
@@ -45,14 +47,8 @@ def sample(net: EDMUNetDenoiser, seeds: list[int], cond: Tensor | None, device: 
     b = len(seeds)
     c = None if cond is None else cond.to(device)
     x = initial_noise(net.sample_shape, gens, sampler.sigma(0), device=device)
-
-    def den(z: Tensor, s: float) -> Tensor:
-        return net(z, torch.full((b,), s, device=device), c)
-
-    for i in range(sampler.num_steps):
-        x_det, sh, scale = sampler.pre(i, x, None)
-        x_hat = x_det + scale * randn_like_rows(x, gens)
-        x, _ = sampler.post(i, x_hat, den(x_hat, sh), den)
+    rows = Rows(c, torch.arange(b))
+    x, _ = denoise(Ledger(net, b), sampler, x, rows, fresh_noise(gens))
     return net.to_image(x)
 
 

@@ -30,100 +30,19 @@ all samples go through the network as one batch.
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from adaptive_tts.nfe import Ledger, Purpose
 from adaptive_tts.sampling import Sampler, randn_like_rows
-from adaptive_tts.search.common import (
-    Scorer,
-    base_trace,
-    check_inputs,
-    check_positive,
-    deterministic_step,
-    evaluator,
-    finish,
-    rep,
-)
+from adaptive_tts.search.common import SearchContext, check_positive
+from adaptive_tts.search.seed_space import bank_noise, check_beta, gaussian_mix, noised_steps
 from adaptive_tts.types import Reward, SearchResult
 
 Locality = Literal["noise", "seed"]
-NoiseFn = Callable[[int], Tensor]
-"""``noise(i) -> (R, *S)`` standard normals injected at (noised) step ``i``."""
-
-
-def check_beta(beta: float) -> None:
-    """``beta`` (mutation / mixing strength) must be a finite number in [0, 1]."""
-    try:
-        ok = 0.0 <= float(beta) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"beta must lie in [0, 1], got {beta!r}")
-
-
-def gaussian_mix(x: Tensor, eta: Tensor, beta: float) -> Tensor:
-    """``sqrt(1 - beta^2) x + beta eta``: maps ``N(0, I)`` to ``N(0, I)`` for independent
-    ``eta ~ N(0, I)`` (any shape, ``x`` and ``eta`` alike); ``beta = 0`` returns ``x`` exactly."""
-    return math.sqrt(1.0 - beta * beta) * x + beta * eta
-
-
-def noised_steps(sampler: Sampler) -> list[int]:
-    """Indices of the steps that inject noise (non-zero noise scale)."""
-    return [i for i in range(sampler.num_steps) if sampler.noise_scale(i) > 0.0]
-
-
-def run_steps(
-    ledger: Ledger,
-    sampler: Sampler,
-    x: Tensor,
-    cond: Tensor | None,
-    owner: Tensor,
-    noise: NoiseFn,
-    *,
-    start: int = 0,
-    x0: Tensor | None = None,
-    cache: Sequence[int] = (),
-    purpose: Purpose = "step",
-) -> tuple[Tensor, dict[int, Tensor]]:
-    """Plain stochastic sampling from step ``start`` with the injected noise given by ``noise``.
-
-    The same network calls as :func:`~adaptive_tts.search.common.trajectory` (so the same NFE
-    count); ``noise(i)`` is called once per noised step, in step order.
-
-    Args:
-        x: states ``(R, *S)`` at step ``start``; ``cond`` ``(R,)`` or ``None``; ``owner`` ``(R,)``.
-        x0: ``D(x, sigma_start)`` if already known (only used by samplers that need it).
-        cache: step indices ``> start`` whose incoming states ``x_i`` to record.
-    Returns:
-        ``(final (R, *S), {i: x_i (R, *S)} for i in cache)``.
-    """
-    saved: dict[int, Tensor] = {}
-    want = set(cache)
-    for i in range(start, sampler.num_steps):
-        if i in want:
-            saved[i] = x.clone()
-        if sampler.noise_scale(i) == 0.0:
-            x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner, purpose)
-            continue
-        if sampler.needs_x0 and x0 is None:
-            x0 = ledger(x, sampler.sigma(i), cond, owner, purpose)
-        x_det, sh, scale = sampler.pre(i, x, x0)
-        x_hat = x_det + scale * noise(i)
-        x0_hat = ledger(x_hat, sh, cond, owner, purpose)
-        x, x0 = sampler.post(i, x_hat, x0_hat, evaluator(ledger, cond, owner, purpose))
-    return x, saved
-
-
-def _bank_noise(bank: Tensor, steps: list[int]) -> NoiseFn:
-    """Noise function: column ``k`` of ``bank`` ``(R, n_noised, *S)`` at step ``steps[k]``."""
-    col = {i: k for k, i in enumerate(steps)}
-    return lambda i: bank[:, col[i]]
+__all__ = ["Locality", "eacps", "gaussian_mix"]
 
 
 def _from_seed(seed: int, shape: tuple[int, ...], n: int, sigma0: float) -> tuple[Tensor, Tensor]:
@@ -207,26 +126,31 @@ def eacps(
     if locality not in ("noise", "seed"):
         raise ValueError(f"locality must be 'noise' or 'seed', got {locality!r}")
     check_beta(beta)
-    gens = check_inputs(x_T, cond, generator)
-    b, shape = x_T.shape[0], tuple(x_T.shape[1:])
+    m, kl = elites, k_local
+    params: dict[str, Any] = {
+        "k_global": k_global,
+        "elites": m,
+        "k_local": kl,
+        "locality": locality,
+        "beta": beta,
+        "seed_base": seed_base,
+        "candidates": k_global + m * kl,
+    }
+    sc = SearchContext("eacps", denoiser, sampler, x_T, cond, reward, generator, params, max_batch)
+    gens, b, shape = sc.gens, sc.b, sc.shape
     bases = _seed_bases(seed_base, b)
-    t0 = time.perf_counter()
-    ledger = Ledger(denoiser, b, max_batch)
-    score = Scorer(reward, ledger)
+    if not (seed_base is None or isinstance(seed_base, int)):
+        params["seed_base"] = bases
     steps = noised_steps(sampler)
     n, sigma0 = len(steps), sampler.sigma(0)
-    m, kl = elites, k_local
 
     def run(starts: Tensor, banks: Tensor, per: int) -> tuple[Tensor, Tensor]:
         """Run starts ``(B, per, *S)`` with banks ``(B, per, n, *S)``: finals ``(B, per, *S)``
         and rewards ``(B, per)``."""
-        owner = rep(torch.arange(b), per)
-        c = rep(cond, per)
+        rows = sc.rows(per)
         bank = banks.reshape(b * per, n, *shape)
-        final, _ = run_steps(
-            ledger, sampler, starts.reshape(b * per, *shape), c, owner, _bank_noise(bank, steps)
-        )
-        return final.view(b, per, *shape), score(final, c, owner).view(b, per)
+        final, _ = sc.denoise(starts.reshape(b * per, *shape), rows, bank_noise(bank, steps))
+        return final.view(b, per, *shape), sc.score(final, *rows).view(b, per)
 
     # Global stage.
     seeds_g = seeds_l = None
@@ -270,17 +194,7 @@ def eacps(
 
     all_x, all_r = torch.cat(finals, 1), torch.cat(rewards, 1)  # (B, K + M kl, ...)
     best = all_r.argmax(1)
-    params: dict[str, Any] = {
-        "k_global": k_global,
-        "elites": m,
-        "k_local": kl,
-        "locality": locality,
-        "beta": beta,
-        "seed_base": seed_base if seed_base is None or isinstance(seed_base, int) else bases,
-        "candidates": k_global + m * kl,
-    }
-    traces = [base_trace("eacps", sampler, params) for _ in range(b)]
-    for j, tr in enumerate(traces):
+    for j, tr in enumerate(sc.traces):
         tr["global"] = {"rewards": r_g[j].tolist(), "elites": elite[j].tolist()}
         tr["local"] = {"parents": parents[j].tolist(), "rewards": rewards[-1][j].tolist()}
         if kl == 0:
@@ -294,5 +208,4 @@ def eacps(
             if k < k_global
             else {"stage": "local", "index": k - k_global}
         )
-    x_best = all_x[torch.arange(b), best]
-    return finish("eacps", params, x_best, all_r[torch.arange(b), best], ledger, traces, cond, t0)
+    return sc.finish(all_x[torch.arange(b), best], all_r[torch.arange(b), best])

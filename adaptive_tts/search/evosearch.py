@@ -39,36 +39,22 @@ with ``C(t)`` the NFEs of one plain trajectory from step ``t`` with nothing know
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from adaptive_tts.nfe import Ledger
 from adaptive_tts.sampling import Sampler, randn_like_rows
-from adaptive_tts.search.common import (
-    Scorer,
-    base_trace,
-    check_inputs,
-    check_positive,
-    finish,
-    rep,
-)
-from adaptive_tts.search.eacps import check_beta, gaussian_mix, run_steps
+from adaptive_tts.search.common import SearchContext, check_positive
+from adaptive_tts.search.loop import StepContext
+from adaptive_tts.search.seed_space import check_beta, gaussian_mix
 from adaptive_tts.types import Reward, SearchResult
 
 
 def trajectory_nfe(sampler: Sampler, start: int = 0, nfe_per_call: int = 1) -> int:
     """Closed-form NFEs of one plain trajectory from step ``start`` (no ``x0`` known)."""
-    nxt = [sampler.sigma(i + 1) > 0 for i in range(start, sampler.num_steps)]
-    if sampler.needs_x0:
-        calls = 1 + sum(nxt)
-    else:
-        heun = getattr(sampler, "method", "") == "heun"
-        calls = sum(1 + int(heun and n) for n in nxt)
-    return calls * nfe_per_call
+    return sampler.trajectory_calls(start) * nfe_per_call
 
 
 def evosearch_nfe(
@@ -174,28 +160,36 @@ def evosearch(
         ``elite_ids``, ``parent_ids`` and ``child_ids`` (``best_id``: the returned member).
     """
     check_evo_settings(sampler, schedule, population, elites, tournament, beta)
-    gens = check_inputs(x_T, cond, generator)
     sched, pops, m = list(schedule), list(population), elites
-    b, shape = x_T.shape[0], tuple(x_T.shape[1:])
-    t0 = time.perf_counter()
-    ledger = Ledger(denoiser, b, max_batch)
-    score = Scorer(reward, ledger)
+    params: dict[str, Any] = {
+        "schedule": sched,
+        "population": pops,
+        "elites": m,
+        "tournament": tournament,
+        "beta": beta,
+    }
+    sc = SearchContext(
+        "evosearch", denoiser, sampler, x_T, cond, reward, generator, params, max_batch
+    )
+    gens, b, shape = sc.gens, sc.b, sc.shape
     sigma0 = sampler.sigma(0)
     rows = torch.arange(b)[:, None]
 
     def denoise(start: Tensor, t: int) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
         """Denoise states ``(B, P, *S)`` at step ``t``: finals ``(B, P, *S)``, rewards ``(B, P)``,
-        cached states ``{s: (B, P, *S)}`` for the scheduled steps ``s > t``."""
+        cached states ``{s: (B, P, *S)}`` for the scheduled steps ``s > t`` (all noised)."""
         per = start.shape[1]
-        owner, c = rep(torch.arange(b), per), rep(cond, per)
-        x = start.reshape(b * per, *shape)
-        later = [s for s in sched if s > t]
-        final, saved = run_steps(
-            ledger, sampler, x, c, owner, lambda i: randn_like_rows(x, gens, per), start=t,
-            cache=later,
-        )  # fmt: skip
+        later, saved = {s for s in sched if s > t}, {}
+
+        def draw(ctx: StepContext) -> Tensor:
+            if ctx.i in later:
+                saved[ctx.i] = ctx.x.clone()
+            return randn_like_rows(ctx.x, gens, per)
+
+        r = sc.rows(per)
+        final, _ = sc.denoise(start.reshape(b * per, *shape), r, draw, start=t)
         cache = {s: v.view(b, per, *shape) for s, v in saved.items()}
-        return final.view(b, per, *shape), score(final, c, owner).view(b, per), cache
+        return final.view(b, per, *shape), sc.score(final, *r).view(b, per), cache
 
     # Initial round: member 0 at x_T, the others fresh.
     p0 = pops[0]
@@ -206,15 +200,7 @@ def evosearch(
     pop_cache[0] = start
     pop_ids = torch.arange(p0).expand(b, p0)
     next_id = p0
-    params: dict[str, Any] = {
-        "schedule": sched,
-        "population": pops,
-        "elites": m,
-        "tournament": tournament,
-        "beta": beta,
-    }
-    traces = [base_trace("evosearch", sampler, params) for _ in range(b)]
-    for j, tr in enumerate(traces):
+    for j, tr in enumerate(sc.traces):
         tr["rounds"] = [
             {
                 "step": 0,
@@ -251,7 +237,7 @@ def evosearch(
             for s in later
         }
         pop_ids = torch.cat([elite_ids, c_ids], 1)
-        for j, tr in enumerate(traces):
+        for j, tr in enumerate(sc.traces):
             tr["rounds"].append(
                 {
                     "step": t,
@@ -273,7 +259,7 @@ def evosearch(
             best_x0 = torch.where(mask, c_x0[torch.arange(b), ci], best_x0)
             best_id = torch.where(better, c_ids[torch.arange(b), ci], best_id)
 
-    for j, tr in enumerate(traces):
+    for j, tr in enumerate(sc.traces):
         tr["best_id"] = int(best_id[j])
         tr["members"] = next_id
-    return finish("evosearch", params, best_x0, best_fit, ledger, traces, cond, t0)
+    return sc.finish(best_x0, best_fit)

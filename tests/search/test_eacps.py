@@ -10,7 +10,7 @@ from adaptive_tts.models.gmm import GaussianMixture, make_gmm
 from adaptive_tts.rewards import Composite
 from adaptive_tts.sampling import Sampler, initial_noise, make_generators, make_sampler
 from adaptive_tts.search import METHODS, best_of_n, eacps, naive
-from adaptive_tts.search.eacps import gaussian_mix
+from adaptive_tts.search.seed_space import gaussian_mix
 
 T = 8
 
