@@ -185,9 +185,17 @@ class StoppingController:
             "model": self.model.to_dict(),
         }
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Versioned JSON, written atomically."""
-        return write_json(self.to_dict(), path)
+    def save(self, path: str | os.PathLike[str], plot: bool = False) -> Path:
+        """Versioned JSON (atomic), the model's calibration data beside it
+        (``NAME.data.safetensors``) and with ``plot`` its figure (``NAME.png``)."""
+        path = Path(path)
+        d = self.to_dict()
+        data = self.model.save_data(path.with_suffix(".data.safetensors"))
+        if data is not None:
+            d["data"] = data.name
+        if plot:
+            plot_stopping(self, path.with_suffix(".png"))
+        return write_json(d, path)
 
     @classmethod
     def from_dict(
@@ -201,3 +209,46 @@ class StoppingController:
         opts["search_uncertifiable"] = bool(d.get("search_uncertifiable", False))
         opts.update(override)
         return cls(ReliabilityModel.from_dict(d["model"]), sampler=sampler, **opts)
+
+
+def fit_stopping(
+    traces: list[dict[str, Any]],
+    sampler: Any = None,
+    target: float = 0.99,
+    model: str = "logistic",
+    reference: list[dict[str, Any]] | None = None,
+    **options: Any,
+) -> StoppingController:
+    """Fit the reliability model on budget-varied ``traces`` and wrap it in a controller
+    (``options``: :class:`StoppingController` settings such as ``confidence``, ``n``,
+    ``k_max``, ``budget``)."""
+    from controllers.reliability import fit_reliability
+
+    rel = fit_reliability(traces, target, model, reference=reference)  # type: ignore[arg-type]
+    return StoppingController(rel, sampler=sampler, **options)
+
+
+def plot_stopping(ctrl: StoppingController, path: str | os.PathLike[str]) -> None:
+    """``P(r_0 >= q | s, sigma)`` over (log sigma, score) with the stopping threshold, and the
+    calibration observations' success rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = ctrl.model
+    ls = torch.linspace(m.u_lo, m.u_hi, 65)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    zg = m.z_grid.numpy()
+    im = ax.pcolormesh(ls.numpy(), zg, m.p_grid.numpy().T, shading="auto", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label="P(final reward >= q)")
+    tau = [ctrl.tau(math.exp(float(v))) for v in ls]
+    tz = [float(m.transform(torch.tensor([t]))[0]) if math.isfinite(t) else math.nan for t in tau]
+    ax.plot(ls.numpy(), tz, "w-", lw=2, label=f"stop threshold (confidence {ctrl.confidence})")
+    ax.set_xlabel("log sigma_hat")
+    ax.set_ylabel(f"score ({m.transform.kind})")
+    ax.set_title(f"{m.kind} reliability, q = {m.q:.4g} (target {m.target})")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

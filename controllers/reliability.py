@@ -23,7 +23,9 @@ port across step counts and models with an overlapping sigma range):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -150,6 +152,7 @@ class ReliabilityModel:
     p_grid: Tensor
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def scaled(self, log_sigma: float | Tensor) -> Any:
         """``log sigma`` -> ``u`` in [-1, 1] over the calibrated range."""
@@ -209,6 +212,18 @@ class ReliabilityModel:
             "params": self.params,
             "metrics": self.metrics,
         }
+
+    def save_data(self, path: str | os.PathLike[str]) -> Path | None:
+        """The calibration observations it was fitted on, as safetensors (atomic write)."""
+        if not self.data:
+            return None
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.data.items()}, str(tmp))
+        os.replace(tmp, path)
+        return path
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReliabilityModel:
@@ -360,4 +375,10 @@ def fit_reliability(
         p_grid=torch.tensor(p_grid, dtype=torch.float64),
         params=params,
         metrics=metrics,
+        data={
+            "score": obs.score,
+            "log_sigma": obs.log_sigma,
+            "r0": obs.r0,
+            "success": torch.tensor(y),
+        },
     )

@@ -44,7 +44,12 @@ def test_model_is_monotone_and_round_trips(model: ReliabilityModel, tmp_path: An
     p = model.prob(s, math.log(2.0))
     assert p[-1] > p[0]  # higher one-step score: more likely to end above q
     ctrl = StoppingController(model, 0.9, n=2, k_max=4)
-    path = ctrl.save(tmp_path / "stop.json")
+    path = ctrl.save(tmp_path / "stop.json", plot=True)
+    assert (tmp_path / "stop.png").stat().st_size > 0
+    from safetensors.torch import load_file
+
+    data = load_file(str(tmp_path / "stop.data.safetensors"))
+    assert data["score"].shape == data["r0"].shape == data["success"].shape
     back = StoppingController.from_dict(__import__("json").loads(path.read_text()))
     for sh in (0.01, 0.5, 3.0, 40.0):
         assert back.tau(sh) == ctrl.tau(sh)
