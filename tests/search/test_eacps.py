@@ -28,7 +28,7 @@ def traj(s: Sampler) -> int:
     """Closed-form NFEs of one plain trajectory (independent of the package's helpers)."""
     if s.needs_x0:
         return 1 + sum(s.sigma(i + 1) > 0 for i in range(s.num_steps))
-    heun = getattr(s, "method", "") == "heun"
+    heun = s.name == "edm-heun"
     return sum(1 + int(heun and s.sigma(i + 1) > 0) for i in range(s.num_steps))
 
 

@@ -28,7 +28,7 @@ def cost(s: Sampler, start: int) -> int:
     nxt = [s.sigma(i + 1) > 0 for i in range(start, s.num_steps)]
     if s.needs_x0:  # ancestral: D(x, sigma_start) first, then one call per noised point
         return 1 + sum(nxt)
-    heun = getattr(s, "method", "") == "heun"
+    heun = s.name == "edm-heun"
     return len(nxt) + (sum(nxt) if heun else 0)
 
 

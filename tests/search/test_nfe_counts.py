@@ -24,7 +24,7 @@ def samplers() -> dict[str, Sampler]:
 
 def extra(s: Sampler, i: int) -> int:
     """Second (Heun) call at step i."""
-    return int(getattr(s, "method", "") == "heun" and s.sigma(i + 1) > 0)
+    return int(s.name == "edm-heun" and s.sigma(i + 1) > 0)
 
 
 def step_cost(s: Sampler, i: int) -> int:
