@@ -31,6 +31,14 @@ Eps-greedy's step as a hook (sketch)::
         ...  # score, controller.decide, K iterations moving the pivot, trace entry
         return Choice(pivot, x0_hat=pivot_x0)
 
+    def after(i, x, ctx):  # plain steps get their trace entry; searched ones the callback
+        if ctx is None:
+            pending.add(i, sampler.sigma(i))
+        elif callback is not None:
+            callback({"i": i, "sigma": ctx.sigma, "x": x, "pivot_score": ...})
+
+    x, _ = search.denoise(x_T, search.rows(), choose, after=after)
+
 The loop evaluates nothing for a :class:`Choice` with ``x0_hat``: ``x_hat = x_det + scale xi``
 and ``post(i, x_hat, x0_hat, ...)`` exactly as eps-greedy does today.
 """
