@@ -7,8 +7,9 @@ registered names; :func:`check_options` refuses an option a callable does not ta
 * :data:`METHODS`: search methods, ``method(denoiser, sampler, x_T, *, cond, reward, generator,
   ...) -> SearchResult`` (seeded from :data:`adaptive_tts.search.METHODS`);
 * :data:`SAMPLERS`: sampler factories by name, ``factory(steps, sigma_max=..., **kw) -> Sampler``;
-* :data:`SAMPLER_REBUILDERS`: ``describe()["name"] -> rebuild(description) -> Sampler``, used by
-  :func:`sampler_from_description` (DDIM included).
+* rebuilding a sampler from its saved description: :func:`sampler_from_description` (DDIM
+  included; a new sampler class is made rebuildable by :func:`register_sampler`), both from
+  :mod:`adaptive_tts.sampling`.
 
 Models, rewards and tasks are registered in :mod:`adaptive_tts.tasks`; controller kinds in
 :mod:`controllers.registry`. Adding one is one call::
@@ -25,10 +26,12 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
-import torch
-
-from adaptive_tts.sampling import Sampler, make_sampler
-from adaptive_tts.sampling import sampler_from_description as _edm_from_description
+from adaptive_tts.sampling import (
+    Sampler,
+    make_sampler,
+    register_sampler,
+    sampler_from_description,
+)
 from adaptive_tts.types import SearchResult
 
 T = TypeVar("T")
@@ -36,10 +39,10 @@ T = TypeVar("T")
 __all__ = [
     "METHODS",
     "SAMPLERS",
-    "SAMPLER_REBUILDERS",
     "Registry",
     "UnknownNameError",
     "check_options",
+    "register_sampler",
     "sampler_from_description",
 ]
 
@@ -180,26 +183,3 @@ for _name in ("heun", "euler", "ancestral"):
         _name,
         lambda steps, _n=_name, **kw: make_sampler(_n, steps, **kw),  # type: ignore[misc]
     )
-
-SAMPLER_REBUILDERS: Registry[Callable[[dict[str, Any]], Sampler]] = Registry("sampler description")
-"""``Sampler.describe()["name"]`` -> a function rebuilding that sampler from its description."""
-
-for _name in ("edm-heun", "edm-euler", "ancestral"):
-    SAMPLER_REBUILDERS.register(_name, _edm_from_description)
-
-
-@SAMPLER_REBUILDERS.register("ddim")
-def _ddim_from_description(d: dict[str, Any]) -> Sampler:
-    from adaptive_tts.models.latent_t2i import DDIMSampler
-
-    return DDIMSampler(
-        sigmas=torch.tensor(d["sigmas"], dtype=torch.float64),
-        eta=float(d["eta"]),
-        timesteps=[int(t) for t in d.get("timesteps", [])],
-    )
-
-
-def sampler_from_description(d: Mapping[str, Any]) -> Sampler:
-    """Rebuild a sampler from :meth:`Sampler.describe` output (traces and schedules store it);
-    any sampler whose name is in :data:`SAMPLER_REBUILDERS`, DDIM included."""
-    return SAMPLER_REBUILDERS[str(d.get("name", ""))](dict(d))

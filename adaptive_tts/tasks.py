@@ -202,11 +202,15 @@ def task_spec(task: str | TaskSpec | Mapping[str, Any]) -> tuple[str, TaskSpec]:
         return str(task.get("name", f"{spec.model}-{spec.reward}")), spec
     if task in TASKS:
         return task, TASKS[task]
-    model, _, reward = str(task).partition("-")
-    if model in MODELS and reward in REWARDS:
-        return str(task), TaskSpec(model, reward)
-    TASKS.get_or_raise(str(task))  # the error lists the registered tasks
-    raise AssertionError  # unreachable
+    parts = str(task).split("-")
+    for cut in range(1, len(parts)):
+        model, reward = "-".join(parts[:cut]), "-".join(parts[cut:])
+        if model in MODELS and reward in REWARDS:
+            return str(task), TaskSpec(model, reward)
+    raise ValueError(
+        f"unknown task {task!r}; registered: {', '.join(sorted(TASKS))}; or MODEL-REWARD with "
+        f"a model in {sorted(MODELS)} and a reward in {sorted(REWARDS)}"
+    )
 
 
 def build_task(name: str | TaskSpec | Mapping[str, Any], device: str = "cpu") -> Task:

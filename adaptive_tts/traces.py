@@ -49,8 +49,9 @@ class IterRecord:
         return {"I": self.I, "J": self.J, "score": self.score, "n_explore": self.n_explore}
 
 
-_STEP_KEYS = ("i", "sigma", "searchable", "sigma_hat", "knobs", "initial_score", "iters")
-_STEP_KEYS += ("one_step_reward",)
+_STEP_KEYS = frozenset(
+    ("i", "sigma", "searchable", "sigma_hat", "knobs", "initial_score", "iters", "one_step_reward")
+)
 
 
 @dataclass
@@ -96,8 +97,10 @@ class StepRecord:
         return out
 
 
-_TRACE_KEYS = ("schema", "method", "sampler", "params", "steps", "final_reward", "cond", "nfe")
-_TRACE_KEYS += ("seed", "task", "model", "prompt")
+_TRACE_KEYS = frozenset(
+    ("schema", "method", "sampler", "params", "steps", "final_reward", "cond", "nfe")
+    + ("seed", "task", "model", "prompt")
+)
 
 
 @dataclass
