@@ -11,7 +11,6 @@ network output is reused by the step. NFEs per searchable step: ``1 + N K_t`` (+
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,16 +21,13 @@ from adaptive_tts.nfe import Ledger
 from adaptive_tts.sampling import Sampler, randn_like_rows
 from adaptive_tts.search.common import (
     Scorer,
+    SearchContext,
     StepCallback,
-    base_trace,
-    check_inputs,
-    deterministic_step,
-    evaluator,
-    finish,
     rep,
     sqrt2d,
     unit_directions,
 )
+from adaptive_tts.search.loop import Choice, StepContext
 from adaptive_tts.search.noise_trace import TraceQueue
 from adaptive_tts.types import Controller, IterInfo, Knobs, Reward, SearchResult, StepInfo
 
@@ -255,68 +251,52 @@ def eps_greedy(
     Returns:
         :class:`SearchResult` with per-step traces (I_k, J_k, pivot scores).
     """
-    gens = check_inputs(x_T, cond, generator)
+    params: dict[str, Any] = {"n": n, "k": k, "eps": eps, "lam": lam}
+    sc = SearchContext(method, denoiser, sampler, x_T, cond, reward, generator, params, max_batch)
     ctrl = _controller(controller, n, k, eps, lam)
+    params["controller"] = type(ctrl).__name__
     stop = getattr(ctrl, "keep_searching", None)  # closed-loop: per-iteration decisions
-    b = x_T.shape[0]
-    t0 = time.perf_counter()
-    ledger = Ledger(denoiser, b, max_batch)
-    score = Scorer(reward, ledger)
-    params = {"n": n, "k": k, "eps": eps, "lam": lam, "controller": type(ctrl).__name__}
-    traces = [base_trace(method, sampler, params) for _ in range(b)]
-    owner = torch.arange(b)
-    radius = sqrt2d(x_T)
-    x, x0 = x_T, None
-    pending = TraceQueue(traces, x_T.device)
-    for i in range(sampler.num_steps):
-        if sampler.noise_scale(i) == 0.0:
-            x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner)
-            pending.add(i, sampler.sigma(i))
-            continue
-        if sampler.needs_x0 and x0 is None:
-            x0 = ledger(x, sampler.sigma(i), cond, owner, "step")
-        x_det, sh, scale = sampler.pre(i, x, x0)
-        pivot = randn_like_rows(x, gens)
-        pivot_x0 = ledger(x_det + scale * pivot, sh, cond, owner, "step")
-        pivot_score = score(pivot_x0, cond, owner, defer=True)
+    rows, radius = sc.rows(), sqrt2d(x_T)
+    pending = TraceQueue(sc.traces, x_T.device)
+    last: dict[str, Tensor] = {}
+
+    def choose(ctx: StepContext) -> Choice:
+        pivot = randn_like_rows(ctx.x, sc.gens)
+        pivot_x0 = sc.ledger(ctx.x_det + ctx.scale * pivot, ctx.sigma_hat, *rows, "step")
+        pivot_score = sc.score(pivot_x0, *rows, defer=True)
         start_scores = pivot_score.clone()  # the in-place updates must not reach it
         info = StepInfo(
-            i,
+            ctx.i,
             sampler.num_steps,
-            sampler.sigma(i),
-            sh,
+            ctx.sigma,
+            ctx.sigma_hat,
             start_scores.clone(),  # controllers may keep it
-            ledger.per_sample.clone(),
+            sc.ledger.per_sample.clone(),
             cond,
-            gens,
+            sc.gens,
         )
         knobs: Knobs = ctrl.decide(info)
-        knobs.validate(b)
+        knobs.validate(sc.b)
         pivot, pivot_x0, pivot_score, hist, done = _search_step(
-            ledger,
-            score,
-            info,
-            knobs,
-            gens,
-            radius,
-            x_det,
-            scale,
-            pivot,
-            pivot_x0,
-            pivot_score,
-            stop,
-        )
+            sc.ledger, sc.score, info, knobs, sc.gens, radius, ctx.x_det, ctx.scale,
+            pivot, pivot_x0, pivot_score, stop,
+        )  # fmt: skip
         # reading the history now would stall the GPU: the queue writes it once it has arrived
         extra = () if done is None else (done,)
-        pending.add(i, sampler.sigma(i), sh, knobs, start_scores, pivot_score, hist, *extra)
-        x_hat = x_det + scale * pivot
-        x, x0 = sampler.post(i, x_hat, pivot_x0, evaluator(ledger, cond, owner, "step"))
-        if callback is not None:
-            callback({"i": i, "sigma": sampler.sigma(i), "x": x, "pivot_score": pivot_score})
-    score.check()  # deferred finiteness of every candidate's score
+        pending.add(ctx.i, ctx.sigma, ctx.sigma_hat, knobs, start_scores, pivot_score, hist, *extra)
+        last["score"] = pivot_score
+        return Choice(pivot, x0_hat=pivot_x0)
+
+    def after(i: int, x: Tensor, ctx: StepContext | None) -> None:
+        if ctx is None:
+            pending.add(i, sampler.sigma(i))
+        elif callback is not None:
+            callback({"i": i, "sigma": ctx.sigma, "x": x, "pivot_score": last["score"]})
+
+    x, _ = sc.denoise(x_T, rows, choose, after=after)
+    sc.score.check()  # deferred finiteness of every candidate's score
     pending.drain()
-    final = score(x, cond, owner)
-    return finish(method, params, x, final, ledger, traces, cond, t0)
+    return sc.finish(x, sc.score(x, *rows))
 
 
 def zero_order(
