@@ -71,7 +71,7 @@ class Task:
 
     name: str
     model: str
-    denoiser: Denoiser | Any
+    denoiser: Denoiser
     reward: Callable[[Tensor, Tensor | None], Tensor]
     sample_shape: tuple[int, ...]
     to_image: Callable[[Tensor], Tensor]

@@ -13,7 +13,14 @@ TRACE_SCHEMA = "adaptive_tts.trace/1"
 
 
 class Denoiser(Protocol):
-    """``D(x, sigma, cond) -> x0_hat``: ``x`` ``(B, *S)``, ``sigma`` ``(B,)``, ``cond`` ``(B,)``."""
+    """``D(x, sigma, cond) -> x0_hat``: ``x`` ``(B, *S)``, ``sigma`` ``(B,)``, ``cond`` ``(B,)``
+    or ``None``; returns ``(B, *S)``.
+
+    Optional attribute read by the ledger (:class:`adaptive_tts.nfe.Ledger`): ``nfe_per_call``
+    (network evaluations per row, e.g. 2 with classifier-free guidance; default 1). What a task
+    needs besides (sample shape, image view, ``sigma_max``) is declared by
+    :class:`adaptive_tts.tasks.Backend`, not read from the denoiser.
+    """
 
     def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor | None) -> Tensor: ...
 
