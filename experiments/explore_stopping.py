@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -81,6 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generator-device", default=None)
     ap.add_argument("--cuda-graphs", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("experiments/results/stopping"))
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.99, 0.999])
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="run eps-greedy(4,20) on the calibration pairs: the success level's full reward",
+    )
+    ap.add_argument(
+        "--variants",
+        type=json.loads,
+        default=None,
+        help="JSON list of controller settings that change the default (one arm each)",
+    )
+    ap.add_argument("--no-fixed", action="store_true", help="skip the fixed-K arms")
     args = ap.parse_args(argv)
     args.generator_device = args.generator_device or "cpu"
     task = build_task(args.task, device=args.device)
@@ -98,16 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         _, n, _, traces, _ = run(task, sampler, cal_seeds, cal_prompts, args, controller=ctrl)
         cal += traces
         cal_nfe += float(n.sum())
-    models = {kind: {} for kind in ("logistic", "gp")}
+    reference = None
+    if args.reference:
+        _, n, _, reference, _ = run(task, sampler, cal_seeds, cal_prompts, args, n=4, k=20)
+        cal_nfe += float(n.sum())
+    kinds = {v.get("kind", "logistic") for v in (args.variants or [{"kind": "gp"}])}
+    models: dict[str, dict[float, Any]] = {kind: {} for kind in kinds | {"logistic"}}
     for kind in models:
-        for target in (0.99, 0.999):
+        for target in args.targets:
             t0 = time.perf_counter()
-            models[kind][target] = fit_reliability(cal, target, kind)  # type: ignore[arg-type]
+            models[kind][target] = fit_reliability(cal, target, kind, reference=reference)  # type: ignore[arg-type]
             print(f"fit {kind} target {target}: {time.perf_counter() - t0:.1f}s", flush=True)
     arms: list[tuple[str, dict[str, Any]]] = [("eps-greedy(4,20)", {"n": 4, "k": 20})]
-    for n, k in ((1, 1), (2, 1), (4, 1), (4, 2), (4, 4)):
+    for n, k in () if args.no_fixed else ((1, 1), (2, 1), (4, 1), (4, 2), (4, 4)):
         arms.append((f"fixed N={n} K={k}", {"controller": FixedController(n=n, k=k)}))
-    for n, k in ((1, 1), (2, 1), (2, 2)):
+    for n, k in () if args.no_fixed else ((1, 1), (2, 1), (2, 2)):
         ctrl = FixedController(n=n, k=k, eps=1.0)
         arms.append((f"fixed fresh N={n} K={k}", {"controller": ctrl}))
     base = {"kind": "logistic", "target": 0.99, "confidence": 0.95, "n": 1, "k_max": 8}
@@ -129,13 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         {"target": 0.999, "budget": 103.0, "spread": "greedy"},
         {"budget": 103.0, "spread": "greedy", "budget_mode": "batch"},
     ]
-    for change in grid:
+    for change in args.variants or grid:
         opts = base | change
         model = models[opts.pop("kind")][opts.pop("target")]
         ctrl = StoppingController(model, sampler=sampler, **opts)
         label = "stop " + (" ".join(f"{k}={v}" for k, v in change.items()) or "default")
         arms.append((label, {"controller": ctrl}))
-    for move in ("additive", "gaussian"):
+    for move in () if args.no_fixed else ("additive", "gaussian"):
         ctrl = FixedController(n=4, k=4)
         arms.append((f"fixed N=4 K=4 move={move}", {"controller": _Moved(ctrl, move)}))
     rows = []
@@ -176,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "thresholds": {
             f"{k}-{t}": {
-                f"{sh:g}": m.threshold(__import__("math").log(sh), 0.95)
+                f"{sh:g}": m.threshold(math.log(sh), 0.95)
                 for sh in (100, 30, 10, 3, 1, 0.3, 0.1, 0.01)
                 if m.covers(sh)
             }
             for k, d in models.items()
             for t, m in d.items()
         },
+        "levels": {f"{k}-{t}": m.levels for k, d in models.items() for t, m in d.items()},
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for r in rows
     ]
-    print(json.dumps(result["thresholds"], indent=0))
+    print(json.dumps(result["levels"]))
     print(format_table(table, list(table[0])))
     return 0
 
