@@ -102,3 +102,16 @@ def test_generator_device_reaches_the_search(capsys) -> None:
     main([*base, "--generator-device", "cpu", "--json"])
     b = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert a["rewards"] == b["rewards"] and a["nfe"] == b["nfe"]
+
+
+def test_calibrate_then_fit_with_strict_options(tmp_path, capsys) -> None:
+    cal = tmp_path / "cal"
+    args = ["calibrate", "--task", "gmm-target", "--n", "2", "--k", "2", "--steps", "4"]
+    assert main(args + ["--classes", "0", "1", "--seeds", "0", "2", "--out", str(cal)]) == 0
+    out = tmp_path / "gain.json"
+    fit = ["fit", "--traces", str(cal), "--out", str(out)]
+    assert main(fit + ["--controller", "gain", "--k-mean", "1"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["controller"] == "gain" and out.is_file()
+    with pytest.raises(SystemExit, match="controller kind 'gain' takes no option 'mapping'"):
+        main(fit + ["--controller", "gain", "--mapping", "ceil"])
