@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,6 +76,7 @@ class StoppingController:
     rule: Literal["relative", "absolute"] = "relative"
     spread: Literal["even", "greedy"] = "even"
     sampler: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence < 1.0:
@@ -167,6 +168,19 @@ class StoppingController:
         """Keep the samples whose current pivot score is still below ``tau``."""
         return it.history[:, -1] < self.tau(it.step.sigma_hat)
 
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: the model, its success level and the threshold at a few sigmas."""
+        m = self.model
+        sig = [math.exp(m.u_lo + (m.u_hi - m.u_lo) * f) for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+        return {
+            "model": m.kind,
+            "q": m.q,
+            "target": m.target,
+            "confidence": self.confidence,
+            "metrics": m.metrics,
+            "threshold": {f"{s:.4g}": self.tau(s) for s in sig},
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -183,6 +197,7 @@ class StoppingController:
             "rule": self.rule,
             "spread": self.spread,
             "model": self.model.to_dict(),
+            "meta": self.meta,
         }
 
     def save(self, path: str | os.PathLike[str], plot: bool = False) -> Path:
@@ -207,6 +222,7 @@ class StoppingController:
         keys2 = (*keys, "rule", "spread")
         opts = {k: d[k] for k in keys2 if k in d}
         opts["search_uncertifiable"] = bool(d.get("search_uncertifiable", False))
+        opts["meta"] = dict(d.get("meta", {}))
         opts.update(override)
         return cls(ReliabilityModel.from_dict(d["model"]), sampler=sampler, **opts)
 
@@ -225,7 +241,25 @@ def fit_stopping(
     from controllers.reliability import fit_reliability
 
     rel = fit_reliability(traces, target, model, reference=reference)  # type: ignore[arg-type]
-    return StoppingController(rel, sampler=sampler, **options)
+    first = traces[0]
+    meta = {
+        "model": first.get("model"),
+        "task": first.get("task"),
+        "calibration_sampler": first.get("sampler"),
+        "calibration_traces": len(traces),
+        "calibration_nfe": sum(int(t["nfe"]["total"]) for t in [*traces, *(reference or [])]),
+    }
+    return StoppingController(rel, sampler=sampler, meta=meta, **options)
+
+
+def load_stopping(d: dict[str, Any], sampler: Any | None = None) -> StoppingController:
+    """A saved :class:`StoppingController` (a budget needs ``sampler``)."""
+    return StoppingController.from_dict(d, sampler=sampler)
+
+
+def plot_stopping_fit(ctrl: Any, traces: Any, path: str) -> None:
+    """Registry adaptor: the reliability surface and threshold (``traces`` unused)."""
+    plot_stopping(ctrl, path)
 
 
 def plot_stopping(ctrl: StoppingController, path: str | os.PathLike[str]) -> None:

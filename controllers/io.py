@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from controllers.closed_loop import SCHEMA as STOPPING_SCHEMA
+from controllers.closed_loop import load_stopping
 from controllers.registry import CONTROLLERS, load_budget, load_schedule
 from controllers.schedule import check_compatible, read_schedule_json
 
@@ -23,7 +25,15 @@ def load_controller(
 ) -> Any:
     """Load a controller JSON; refuse one fitted for another sampler, step count or model.
 
-    A budget controller needs ``sampler`` (it reserves the plain steps' calls)."""
+    A budget controller needs ``sampler`` (it reserves the plain steps' calls). A closed-loop
+    stopping controller is a function of sigma: it loads for any sampler and model whose sigmas
+    its calibration covers (checked when it runs)."""
+    stopping = _read_stopping(path)
+    if stopping is not None:
+        try:
+            return load_stopping(stopping, sampler)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: {err}") from err
     d = read_schedule_json(path)
     check_compatible(d["meta"], sampler, model, str(path))
     kind = saved_kind(d)
@@ -35,3 +45,18 @@ def load_controller(
         return loader(d, sampler)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
+
+
+def _read_stopping(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The saved dict when ``path`` holds a stopping controller, else ``None``."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        return None  # read_schedule_json names the missing file
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return d if isinstance(d, dict) and d.get("schema") == STOPPING_SCHEMA else None

@@ -18,6 +18,7 @@ from adaptive_tts.control import FixedController, SigmaWindowController
 from adaptive_tts.registry import Registry, check_options
 from controllers.binomial import fit_binomial
 from controllers.budget import BudgetController
+from controllers.closed_loop import fit_stopping, load_stopping, plot_stopping_fit
 from controllers.gain import fit_gain
 from controllers.gp import fit_gp_controller
 from controllers.plots import plot_controller
@@ -137,3 +138,4 @@ register_controller("binomial", fit=_fit_binomial, plot=plot_controller, load=lo
 register_controller("gp", fit=_fit_gp, plot=plot_controller, load=load_schedule)
 register_controller("gain", fit=_fit_gain, plot=plot_controller, load=load_schedule)
 register_controller("budget", fit=_fit_budget, plot=plot_controller, load=load_budget)
+register_controller("stopping", fit=fit_stopping, plot=plot_stopping_fit, load=load_stopping)

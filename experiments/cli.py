@@ -151,6 +151,15 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["eps-greedy", "zero-order"], default="eps-greedy")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--k", type=int, default=20)
+    p.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="K",
+        help="budget-varied calibration (for `fit --controller stopping`): one run per K into "
+        "OUT/kK (include 0); replaces --k",
+    )
     p.add_argument("--eps", type=float, default=0.4)
     p.add_argument("--lam", type=float, default=0.15)
     p.add_argument("--classes", type=int, nargs="*", default=None, help="prompts (default: all)")
@@ -195,22 +204,30 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     first, count = args.seeds
     pairs = [(c, s) for c in classes for s in range(first, first + count)]
-    info = calibrate(
-        task,
-        args.method,
-        sampler,
-        pairs,
-        args.out,
-        batch=args.batch,
-        device=args.device,
-        n=args.n,
-        k=args.k,
-        eps=args.eps,
-        lam=args.lam,
-        generator_device=args.generator_device,
-        shard=process_shard(),
+    if args.budgets is not None and any(k < 0 for k in args.budgets):
+        raise SystemExit(f"--budgets must be integers >= 0, got {args.budgets}")
+    runs = (
+        [(args.k, args.out)]
+        if args.budgets is None
+        else [(k, args.out / f"k{k}") for k in sorted(set(args.budgets))]
     )
-    print(json.dumps(info))
+    for k, out in runs:
+        info = calibrate(
+            task,
+            args.method,
+            sampler,
+            pairs,
+            out,
+            batch=args.batch,
+            device=args.device,
+            n=args.n,
+            k=k,
+            eps=args.eps,
+            lam=args.lam,
+            generator_device=args.generator_device,
+            shard=process_shard(),
+        )
+        print(json.dumps(info))
     if args.stats is not None:
         stats = Path(args.stats.replace("{rank}", str(info["rank"])))
         stats.parent.mkdir(parents=True, exist_ok=True)
@@ -233,6 +250,18 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=float, default=None, help="NFEs per sample (budget)")
     p.add_argument("--k-mean", type=float, default=None, help="gain/budget: target mean K_t")
     p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="stopping: share of the full search's gain over plain sampling to hold (0.99)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="stopping: traces of the full search (eps-greedy(4,20)) on the same pairs",
+    )
+    p.add_argument(
         "--option",
         dest="options",
         nargs="*",
@@ -247,11 +276,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import yaml
 
     from adaptive_tts.registry import sampler_from_description
-    from adaptive_tts.traces import load_traces
     from controllers.fitting import fit_controller
     from controllers.registry import CONTROLLERS
 
-    traces = load_traces(args.traces)
+    traces = _load_calibration(args.traces)
     sampler = sampler_from_description(traces[0]["sampler"])
     opts: dict[str, Any] = {
         k: v
@@ -260,6 +288,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "kernel": args.kernel,
             "budget": args.budget,
             "k_mean": args.k_mean,
+            "target": args.target,
+            "reference": None if args.reference is None else _load_calibration(args.reference),
         }.items()
         if v is not None
     }
@@ -277,6 +307,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.plot is not None and plot is not None:
         plot(ctrl, traces, str(args.plot))
     base: Any = getattr(ctrl, "base", ctrl)
+    if not hasattr(base, "steps"):  # closed loop: thresholds over sigma, not a step table
+        print(json.dumps({"controller": args.controller, "out": str(args.out), **ctrl.summary()}))
+        return 0
     print(
         json.dumps(
             {
@@ -288,6 +321,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _load_calibration(path: Path) -> list[dict[str, Any]]:
+    """Traces of a calibration directory, or of its budget-varied runs (``DIR/kK``)."""
+    from adaptive_tts.traces import load_traces
+
+    subdirs = sorted(p for p in path.glob("k*") if p.is_dir() and p.name[1:].isdigit())
+    if subdirs and not any(path.glob("traces-*.jsonl")):
+        return [t for d in subdirs for t in load_traces(d)]
+    return load_traces(path)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:

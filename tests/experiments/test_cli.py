@@ -115,3 +115,29 @@ def test_calibrate_then_fit_with_strict_options(tmp_path, capsys) -> None:
     assert row["controller"] == "gain" and out.is_file()
     with pytest.raises(SystemExit, match="controller kind 'gain' takes no option 'mapping'"):
         main(fit + ["--controller", "gain", "--mapping", "ceil"])
+
+
+def test_budget_varied_calibration_fit_stopping_and_deploy(tmp_path, capsys) -> None:
+    """`calibrate --budgets`, `fit --controller stopping --target`, `sample --schedule`."""
+    cal, ref = tmp_path / "cal", tmp_path / "ref"
+    base = ["calibrate", "--task", "gmm-target", "--steps", "8", "--classes", "0", "1"]
+    budgets = ["--n", "2", "--eps", "1.0", "--budgets", "0", "1", "3"]
+    assert main([*base, *budgets, "--seeds", "0", "6", "--out", str(cal)]) == 0
+    assert sorted(p.name for p in cal.iterdir()) == ["k0", "k1", "k3"]
+    assert main([*base, "--n", "2", "--k", "4", "--seeds", "0", "6", "--out", str(ref)]) == 0
+    out = tmp_path / "stop.json"
+    fit = ["fit", "--controller", "stopping", "--traces", str(cal), "--out", str(out)]
+    assert (
+        main([*fit, "--target", "0.9", "--reference", str(ref), "--plot", str(tmp_path / "s.png")])
+        == 0
+    )
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["controller"] == "stopping" and row["target"] == 0.9
+    assert out.is_file() and (tmp_path / "s.png").is_file()
+    assert (tmp_path / "stop.data.safetensors").is_file()
+    sample = ["sample", "--model", "gmm", "--task", "gmm-target", "--steps", "12", "--batch", "2"]
+    assert main([*sample, "--method", "eps-greedy", "--schedule", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["params"]["controller"] == "StoppingController" and res["nfe"] >= 23
+    with pytest.raises(SystemExit, match="budgets must be"):
+        main([*base, "--budgets", "0", "-2", "--seeds", "0", "1", "--out", str(tmp_path / "x")])
