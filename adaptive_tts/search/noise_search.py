@@ -124,6 +124,17 @@ def _search_step(
     if kmax == 0:
         return pivot, pivot_x0, pivot_score, hist, done
     ks = [int(v) for v in knobs.k]
+    if stop is not None:  # who searches at all: only they draw (a sample's own decision)
+        start = pivot_score.clone()
+        acts: list[Tensor] = []
+        acts_dev: list[Tensor] = []
+        full: list[bool] = []
+        live = _closed_loop_active(stop, info, knobs, 0, torch.arange(b), start[:, None], ledger)
+        searching = set(live.tolist())
+        ks = [ks[j] if j in searching else 0 for j in range(b)]
+        kmax = max(ks)
+        if kmax == 0:
+            return pivot, pivot_x0, pivot_score, hist, done
     draws = [_draw_step(ks[j], n, gens[j], shape) for j in range(b)]
     explore, fresh, offset, weight = _candidates_noise(draws, knobs, radius, kmax, dev, x_det.dtype)
     if stop is None:  # active rows per iteration from the caps alone: one host-to-device copy
@@ -134,10 +145,6 @@ def _search_step(
             if all(full)
             else list(_to_device(torch.cat(acts), dev).split([len(a) for a in acts]))
         )
-    else:
-        start = pivot_score.clone()
-        acts, acts_dev, full = [], [], []
-        live = _closed_loop_active(stop, info, knobs, 0, torch.arange(b), start[:, None], ledger)
     trailing = [1] * len(shape)
     for it in range(kmax):
         if stop is not None:
