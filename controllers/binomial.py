@@ -2,7 +2,8 @@
 ``log sigma_t`` (binomial GLM on spline features, bootstrap bands), and the seed's mappings:
 
 * ``eps``: ``eps(t) = p(t)``, ``K_t = K`` (explore where exploration wins);
-* ``ceil``: ``K_t = ceil(K p(t))``; ``draw``: ``K_t ~ Bin(K, p(t))`` per sample;
+* ``ceil``: ``K_t = max(k_min, ceil(K p(t)))``; ``draw``: ``K_t = max(k_min, X)`` with
+  ``X ~ Bin(K, p(t))`` drawn per sample;
 * ``improve``: stop iterating where iterations stop improving the pivot: a GLM of
   ``P(J_k = 1 | t, k)`` and ``K_t = max{k : P(J_k = 1 | t) >= tau}``; ``K_t = 0`` where even the
   first iteration improves the pivot with probability below ``tau_useless``.
@@ -122,7 +123,8 @@ def fit_binomial(
         mapping: ``eps``, ``ceil``, ``draw`` or ``improve`` (see module docstring).
         eps: exploration rate where the mapping does not set it (default: calibration's).
         tau: ``improve`` keeps iterating while ``P(J_k = 1) >= tau``.
-        k_min: the least ``K_t`` at a searchable step (unless the fit says search is useless).
+        k_min: the least ``K_t`` at a searchable step (unless the fit says search is useless);
+            for ``draw`` each sample's drawn ``K_t`` is lifted to it.
     """
     if mapping not in ("eps", "ceil", "draw", "improve"):
         raise ValueError(f"mapping must be one of eps, ceil, draw, improve; got {mapping!r}")
@@ -169,6 +171,7 @@ def fit_binomial(
         lam=float(params.get("lam", 0.15)),
         mode="draw" if mapping == "draw" else "table",
         k_max=k_cal,
+        k_min=min(k_min, k_cal) if mapping == "draw" else 0,
         kind=f"binomial-{mapping}",
         meta=_meta(stats),
         diagnostics=diag,

@@ -23,10 +23,10 @@ from controllers.schedule import ScheduleController
 
 
 def plain_cost(sampler: Sampler) -> list[int]:
-    """Network calls of each plain step without search (``(T,)``): the step's own evaluation
-    plus a Heun correction where there is one."""
-    heun = getattr(sampler, "method", "") == "heun"
-    return [1 + int(heun and sampler.sigma(i + 1) > 0) for i in range(sampler.num_steps)]
+    """Network calls of each plain step without search (``(T,)``), as the sampler counts them
+    (:meth:`~adaptive_tts.sampling.Sampler.plain_cost`: the step's own evaluation, a Heun
+    correction where there is one, none for a reused ``D(x, sigma_i)``)."""
+    return [int(c) for c in sampler.plain_cost()]
 
 
 @dataclass
@@ -58,7 +58,13 @@ class BudgetController:
         if self.floor < 0:
             raise ValueError(f"floor must be >= 0, got {self.floor}")
         self.cost = plain_cost(self.sampler)
-        self.base_k = {int(s["i"]): int(s["k"]) for s in self.base.steps}
+        # the base's K_t at each searchable step of this sampler (a function of sigma: the
+        # table's own k at the fitted sampler, interpolated at another step count)
+        self.base_k = {
+            i: int(self.base.at(self.sampler.sigma(i), i)["k"])
+            for i in range(self.sampler.num_steps)
+            if self.sampler.searchable(i)
+        }
         self.n = self.base.n
 
     def decide(self, step: StepInfo) -> Knobs:

@@ -1,8 +1,17 @@
-"""A per-step schedule of knobs (what every fitted controller deploys), with versioned JSON
-save/load that refuses a schedule made for another sampler, step count or model."""
+"""A schedule of knobs as a function of sigma (what every fitted controller deploys), with
+versioned JSON save/load that refuses a schedule made for another model.
+
+The fitted table holds one ``(sigma, k, eps[, p])`` point per searchable step of the calibration
+sampler. At a step whose sigma is one of those points the knobs are exactly the table's; at any
+other sigma inside the fitted range they are interpolated linearly in ``log sigma`` (``k`` rounded
+to the nearest integer, ``eps`` and ``p`` as they come), so a schedule fitted at 18 Heun steps
+deploys at 10 or 50 steps and on another sampler or model whose sigmas it covers. A sigma outside
+the range (more than :data:`LOG_SIGMA_TOL` in ``log sigma`` beyond the extreme points; within it
+the end point's knobs hold) is a ``ValueError`` naming the sigma and the range."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -16,16 +25,19 @@ from adaptive_tts.control import check_knobs
 from adaptive_tts.types import Knobs, StepInfo
 
 SCHEMA = "adaptive_tts.schedule/1"
+LOG_SIGMA_TOL = 0.05
+"""How far (in ``log sigma``, about 5% in sigma) beyond the fitted range a step may lie."""
 Mode = Literal["table", "draw"]
 
 
 @dataclass
 class ScheduleController:
-    """Knobs looked up by step index.
+    """Knobs as a function of the step's sigma (see the module docstring).
 
     Attributes:
-        steps: one dict per searchable step: ``i``, ``sigma``, ``k``, ``eps`` and, for
-            ``mode="draw"``, ``p`` (then ``K_t ~ Bin(k_max, p)`` per sample from its generator).
+        steps: one dict per searchable step of the fitted sampler: ``i``, ``sigma``, ``k``,
+            ``eps`` and, for ``mode="draw"``, ``p`` (then ``K_t = max(k_min, Bin(k_max, p))``
+            per sample from its generator).
         n, lam: candidates per iteration and neighbour radius scale.
         kind: which fit produced it (``binomial``, ``gp``, ...); ``meta``: model, task, sampler and
             calibration settings; ``diagnostics``: fitted curves for plots.
@@ -36,6 +48,7 @@ class ScheduleController:
     lam: float = 0.15
     mode: Mode = "table"
     k_max: int = 20
+    k_min: int = 0
     kind: str = "schedule"
     meta: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
@@ -43,25 +56,71 @@ class ScheduleController:
     def __post_init__(self) -> None:
         if self.mode not in ("table", "draw"):
             raise ValueError(f"mode must be 'table' or 'draw', got {self.mode!r}")
+        if not self.steps:
+            raise ValueError("a schedule needs at least one step")
+        if not 0 <= self.k_min <= self.k_max:
+            raise ValueError(f"k_min must lie in [0, k_max={self.k_max}], got {self.k_min}")
         for st in self.steps:
             check_knobs(self.n, int(st["k"]), float(st["eps"]), self.lam)
             if self.mode == "draw" and not 0.0 <= float(st.get("p", -1)) <= 1.0:
                 raise ValueError(f"step {st['i']}: p must lie in [0, 1] for mode='draw'")
-        self._by_index = {int(st["i"]): st for st in self.steps}
+            if not float(st["sigma"]) > 0:
+                raise ValueError(f"step {st['i']}: sigma must be > 0, got {st['sigma']}")
+        self._sorted = sorted(self.steps, key=lambda st: float(st["sigma"]))
+        self._log_sigma = [math.log(float(st["sigma"])) for st in self._sorted]
+
+    def sigma_range(self) -> tuple[float, float]:
+        """The fitted sigmas' range ``(lo, hi)``."""
+        return float(self._sorted[0]["sigma"]), float(self._sorted[-1]["sigma"])
+
+    def covers(self, sigma: float) -> bool:
+        """Whether ``sigma`` lies in the fitted range (with :data:`LOG_SIGMA_TOL`)."""
+        if not sigma > 0:
+            return False
+        ls = math.log(sigma)
+        return self._log_sigma[0] - LOG_SIGMA_TOL <= ls <= self._log_sigma[-1] + LOG_SIGMA_TOL
+
+    def at(self, sigma: float, index: int = -1) -> dict[str, Any]:
+        """The knobs ``{i, sigma, k, eps[, p]}`` at ``sigma``: the table's own entry where
+        ``sigma`` is a fitted point, else interpolated in ``log sigma``.
+
+        Raises:
+            ValueError: ``sigma`` outside the fitted range (naming it and the range).
+        """
+        for st in self._sorted:  # a fitted point: exactly the table's knobs
+            if math.isclose(float(st["sigma"]), sigma, rel_tol=1e-6, abs_tol=1e-12):
+                return st
+        if not self.covers(sigma):
+            lo, hi = self.sigma_range()
+            raise ValueError(
+                f"sigma {sigma:.4g} (step {index}) lies outside the range [{lo:.4g}, {hi:.4g}] "
+                f"this {self.kind} schedule was fitted on (tolerance {LOG_SIGMA_TOL} in log "
+                "sigma): fit it on a sampler whose sigmas cover it"
+            )
+        ls, xs, pts = math.log(sigma), self._log_sigma, self._sorted
+        j = bisect.bisect_left(xs, ls)
+        if j == 0 or j == len(xs):  # within the tolerance beyond an end: the end's knobs
+            end = pts[0] if j == 0 else pts[-1]
+            return {**end, "i": index, "sigma": sigma}
+        w = (ls - xs[j - 1]) / (xs[j] - xs[j - 1])
+        a, b = pts[j - 1], pts[j]
+
+        def lerp(key: str) -> float:
+            return (1.0 - w) * float(a[key]) + w * float(b[key])
+
+        out: dict[str, Any] = {
+            "i": index,
+            "sigma": sigma,
+            "k": int(math.floor(lerp("k") + 0.5)),  # nearest integer (halves round up)
+            "eps": min(max(lerp("eps"), 0.0), 1.0),
+        }
+        if "p" in a and "p" in b:
+            out["p"] = min(max(lerp("p"), 0.0), 1.0)
+        return out
 
     def entry(self, step: StepInfo) -> dict[str, Any]:
-        st = self._by_index.get(step.index)
-        if st is None:
-            raise ValueError(
-                f"schedule has no entry for step {step.index} (sigma {step.sigma:.4g}):"
-                " it was fitted for another sampler or step count"
-            )
-        if not math.isclose(float(st["sigma"]), step.sigma, rel_tol=1e-6, abs_tol=1e-12):
-            raise ValueError(
-                f"schedule step {step.index} has sigma {st['sigma']:.6g} but the "
-                f"sampler has {step.sigma:.6g}: different sampler"
-            )
-        return st
+        """The knobs at ``step.sigma`` (:meth:`at`)."""
+        return self.at(step.sigma, step.index)
 
     def decide(self, step: StepInfo) -> Knobs:
         st = self.entry(step)
@@ -79,14 +138,18 @@ class ScheduleController:
                     for g in step.generators
                 ]
             ).long()
+            k = k.clamp_min(self.k_min)  # the same draw, lifted to k_min
         else:
             k = torch.full((b,), int(st["k"]), dtype=torch.long)
         return Knobs(self.n, k, torch.full((b,), float(st["eps"])), self.lam)
 
     def expected_k(self) -> float:
-        """Mean K_t over the scheduled steps."""
+        """Mean K_t over the scheduled steps (``E[max(k_min, Bin(k_max, p))]`` for ``draw``)."""
         ks = [
-            self.k_max * float(s["p"]) if self.mode == "draw" else float(s["k"]) for s in self.steps
+            _clipped_binomial_mean(self.k_max, float(s["p"]), self.k_min)
+            if self.mode == "draw"
+            else float(s["k"])
+            for s in self.steps
         ]
         return sum(ks) / max(len(ks), 1)
 
@@ -98,6 +161,7 @@ class ScheduleController:
             "n": self.n,
             "lam": self.lam,
             "k_max": self.k_max,
+            "k_min": self.k_min,
             "steps": self.steps,
             "meta": self.meta,
             "diagnostics": self.diagnostics,
@@ -115,6 +179,7 @@ class ScheduleController:
             lam=float(d["lam"]),
             mode=d["mode"],
             k_max=int(d["k_max"]),
+            k_min=int(d.get("k_min", 0)),  # files from before k_min: no floor
             kind=d["kind"],
             meta=d.get("meta", {}),
             diagnostics=d.get("diagnostics", {}),
@@ -123,6 +188,11 @@ class ScheduleController:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ScheduleController:
         return cls.from_dict(read_schedule_json(path))
+
+
+def _clipped_binomial_mean(n: int, p: float, floor: int) -> float:
+    """``E[max(floor, X)]`` for ``X ~ Bin(n, p)``."""
+    return sum(max(floor, x) * math.comb(n, x) * p**x * (1.0 - p) ** (n - x) for x in range(n + 1))
 
 
 def write_json(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -160,23 +230,13 @@ def read_schedule_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 def check_compatible(
     meta: dict[str, Any], sampler: Any | None, model: str | None, path: str
 ) -> None:
-    """Refuse a schedule made for another sampler, step count or model."""
+    """Refuse a schedule fitted for another model.
+
+    Another sampler, step count or sigma schedule is not refused here: the schedule is a
+    function of sigma, and a step whose sigma lies outside the fitted range is an error when it
+    runs (:meth:`ScheduleController.at`). ``sampler`` is accepted for the callers' sake."""
+    del sampler
     if model is not None and meta.get("model") not in (None, model):
         raise ValueError(
             f"{path}: schedule was fitted for model {meta.get('model')!r}, not {model!r}"
         )
-    if sampler is None or "sampler" not in meta:
-        return
-    want, have = meta["sampler"], sampler.describe()
-    if want.get("name") != have.get("name"):
-        raise ValueError(
-            f"{path}: schedule was fitted for sampler {want.get('name')!r}, "
-            f"not {have.get('name')!r}"
-        )
-    if want.get("steps") != have.get("steps"):
-        raise ValueError(
-            f"{path}: schedule was fitted for {want.get('steps')} steps, not {have.get('steps')}"
-        )
-    ws, hs = want.get("sigmas", []), have.get("sigmas", [])
-    if len(ws) != len(hs) or any(not math.isclose(a, b, rel_tol=1e-6) for a, b in zip(ws, hs)):
-        raise ValueError(f"{path}: schedule was fitted for a different sigma schedule")
