@@ -228,26 +228,34 @@ def plot(result: dict[str, Any], path: Path) -> None:
     deploys = sorted({r["deploy_steps"] for r in rows})
     shapes = dict(zip(deploys, "osD^vP*X"))
     colors = {"stopping": "tab:blue", "gain": "tab:orange"}
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for r in rows:
-        mk = shapes[r["deploy_steps"]]
-        kw: dict[str, Any] = {"marker": mk, "ms": 8, "ls": "none"}
-        if r["arm"] in colors:
-            if r["fit_steps"] == 18:
-                kw |= {"color": colors[r["arm"]]}
-            elif r["fit_steps"] == r["deploy_steps"]:
-                kw |= {"mfc": "none", "mec": colors[r["arm"]], "mew": 1.8}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, key, ci, ylabel in (
+        (axes[0], "reward", "ci95", "mean reward (95% interval)"),
+        (axes[1], "eval_rate", "eval_ci95", "evaluation rate (eval_hit, 95% interval)"),
+    ):
+        for r in rows:
+            kw: dict[str, Any] = {"marker": shapes[r["deploy_steps"]], "ms": 8, "ls": "none"}
+            if r["arm"] in colors:
+                c = colors[r["arm"]]
+                if r["fit_steps"] == 18:
+                    kw |= {"color": c}
+                elif r["fit_steps"] == r["deploy_steps"]:
+                    kw |= {"mfc": "none", "mec": c, "mew": 1.8, "ecolor": c}
+                else:
+                    continue
             else:
-                continue
-        else:
-            kw |= {"color": "0.55" if r["arm"] == "eps-greedy(4,20)" else "k", "ms": 6}
-        ax.errorbar(r["nfe"], r["reward"], yerr=r["ci95"], capsize=2, **kw)
-    for arm, c in colors.items():  # connect the 18-step fit across deploy step counts
-        pts = sorted(
-            (r["nfe"], r["reward"]) for r in rows if r["arm"] == arm and r["fit_steps"] == 18
-        )
-        if pts:
-            ax.plot(*zip(*pts), color=c, lw=0.8, alpha=0.6)
+                kw |= {"color": "0.55" if r["arm"] == "eps-greedy(4,20)" else "k", "ms": 6}
+            ax.errorbar(r["nfe"], r[key], yerr=r[ci], capsize=2, **kw)
+        for arm, c in colors.items():  # connect the 18-step fit across deploy step counts
+            pts = sorted(
+                (r["nfe"], r[key]) for r in rows if r["arm"] == arm and r["fit_steps"] == 18
+            )
+            if pts:
+                ax.plot(*zip(*pts), color=c, lw=0.8, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel("counted NFEs per sample")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
     from matplotlib.lines import Line2D
 
     handles = [
@@ -268,16 +276,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
         Line2D([], [], color="0.3", marker=shapes[d], ls="none", label=f"{d} steps")
         for d in deploys
     ]
-    ax.set_xscale("log")
-    ax.set_xlabel("counted NFEs per sample")
-    ax.set_ylabel("mean reward (95% interval)")
-    ax.set_title(
-        f"{result['task']}: controllers fitted at one step count, deployed at another "
-        f"({result['heldout']['pairs']} held-out pairs)",
-        fontsize=9,
+    fig.suptitle(
+        f"{result['task']}: stopping and gain controllers fitted at 18 Heun steps (filled) or at "
+        f"the deploy step count (hollow), {result['heldout']['pairs']} held-out pairs",
+        fontsize=10,
     )
-    ax.legend(handles=handles, fontsize=7, loc="lower right", ncol=2)
-    ax.grid(alpha=0.3)
+    axes[0].legend(handles=handles, fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
