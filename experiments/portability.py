@@ -41,6 +41,7 @@ from adaptive_tts.tasks import Task, build_task
 from controllers.closed_loop import StoppingController, fit_stopping
 from controllers.fixed import FixedController
 from controllers.registry import make_controller
+from experiments.pairs import eval_score
 
 CAL_BASE, EVAL_BASE = 1_000_000, 2_000_000
 """Calibration pair j has seed ``CAL_BASE + j``, held-out pair j ``EVAL_BASE + j`` (disjoint)."""
@@ -76,7 +77,7 @@ def run(
         ev = task.evaluate(res.x0, pr if task.uses_prompt else None)
         out["reward"].append(res.reward.float().cpu())
         out["nfe"].append(res.nfe.float().cpu())
-        out["hit"].append(ev.get("eval_hit", ev.get("eval_confidence")).float().cpu())
+        out["hit"].append(eval_score(ev, len(sd)).float().cpu())
         out["traces"] += res.traces
     return {
         "reward": torch.cat(out["reward"]),
