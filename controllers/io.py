@@ -23,11 +23,12 @@ def saved_kind(d: dict[str, Any]) -> str:
 def load_controller(
     path: str | os.PathLike[str], sampler: Any | None = None, model: str | None = None
 ) -> Any:
-    """Load a controller JSON; refuse one fitted for another sampler, step count or model.
+    """Load a controller JSON. Schedules and stopping controllers are functions of sigma: they
+    deploy at any step count or sampler whose sigmas their fit covers (a step outside that
+    range is a ``ValueError`` when it runs). A schedule fitted for another model is refused; a
+    stopping controller also deploys on another model (its sigma range decides).
 
-    A budget controller needs ``sampler`` (it reserves the plain steps' calls). A closed-loop
-    stopping controller is a function of sigma: it loads for any sampler and model whose sigmas
-    its calibration covers (checked when it runs)."""
+    A budget controller needs ``sampler`` (it reserves the plain steps' calls)."""
     stopping = _read_stopping(path)
     if stopping is not None:
         try:
