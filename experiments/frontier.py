@@ -1,0 +1,306 @@
+"""One evaluation of every controller against every fixed schedule at matched counted NFEs.
+
+    python -m experiments.frontier --task mnist-target --device cuda --generator-device cuda \
+        --cuda-graphs --pairs 512 --cal-pairs 256 --out experiments/results/frontier
+
+Per task: calibration pairs and held-out pairs, **each pair its own noise seed** (calibration
+seeds from 1,000,000, held-out from 2,000,000; prompts cycle over the classes). Calibration:
+eps-greedy(4,20) (the old controllers' full-budget traces and the success level's reference)
+and budget-varied fresh-draw runs (K in 0, 1, 2, 4, 8; N = 2) for the stopping controller.
+Arms: naive, best-of-N, fixed-K eps-greedy (N in 1, 2, 4; K in 1, 2, 3, 4, 8; eps 0.4, plus
+fresh-draw N in 1, 2 with K in 1, 2, 4), the sigma window, eps-greedy(4,20), the Gaussian move
+ablation, the old learned controllers (Binomial-ceil, GP-warp, gain, budget) and the stopping
+controller (unbudgeted, and with a hard per-batch budget at each matched budget). Intervals are
+cluster bootstraps over pairs (a cluster = a noise seed) and paired against eps-greedy(4,20)
+and against the best fixed arm at each budget (:mod:`experiments.frontier_stats`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptive_tts.control import FixedController, SigmaWindowController
+from adaptive_tts.sampling import make_sampler
+from adaptive_tts.types import Knobs, StepInfo
+from controllers.budget import BudgetController
+from controllers.closed_loop import fit_stopping
+from controllers.registry import make_controller
+from experiments.frontier_stats import summarise, write_outputs
+from experiments.pairs import run_pairs
+from experiments.runner import prepare_task
+
+CAL = {"n": 4, "k": 20, "eps": 0.4, "lam": 0.15}
+
+
+class GaussianMove:
+    """A fixed controller whose neighbours use the Gaussian-preserving move (the ablation)."""
+
+    def __init__(self, ctrl: FixedController) -> None:
+        self.ctrl = ctrl
+
+    def decide(self, step: StepInfo) -> Knobs:
+        knobs = self.ctrl.decide(step)
+        knobs.move = "gaussian"
+        return knobs
+
+
+def make_pairs(task: Any, count: int, base: int) -> list[tuple[int, int]]:
+    """``count`` (prompt, seed) pairs, each its own seed ``base + j``."""
+    return [(j % task.num_classes if task.uses_prompt else -1, base + j) for j in range(count)]
+
+
+def run_arm(
+    task: Any, sampler: Any, pairs: list[tuple[int, int]], args: Any, method: str, **options: Any
+) -> dict[str, Any]:
+    """Per-pair records of one arm (reward, evaluation, counted NFEs, reward calls)."""
+    calls: list[torch.Tensor] = []
+    traces: list[dict[str, Any]] = []
+    res = run_pairs(
+        task,
+        method,
+        sampler,
+        pairs,
+        batch=args.batch,
+        device=args.device,
+        generator_device=args.generator_device,
+        on_batch=lambda b: (
+            calls.append(b.result.reward_calls.cpu()),
+            traces.extend(b.result.traces),
+        ),
+        **options,
+    )
+    assert res.eval_score is not None
+    return {
+        "reward": res.reward.double().tolist(),
+        "eval": res.eval_score.double().tolist(),
+        "nfe": res.nfe.double().tolist(),
+        "reward_calls": torch.cat(calls).double().tolist(),
+        "seconds": res.seconds,
+        "traces": traces,
+    }
+
+
+def calibrate(task: Any, sampler: Any, pairs: list[tuple[int, int]], args: Any) -> dict[str, Any]:
+    """Full-budget and budget-varied calibration traces with their counted NFEs."""
+    full = run_arm(task, sampler, pairs, args, "eps-greedy", **CAL)
+    varied: list[dict[str, Any]] = []
+    nfe_varied = 0.0
+    for k in args.cal_k:
+        rec = run_arm(
+            task, sampler, pairs, args, "eps-greedy", controller=FixedController(n=2, k=k, eps=1.0)
+        )
+        varied += rec["traces"]
+        nfe_varied += sum(rec["nfe"])
+    return {
+        "full": full["traces"],
+        "nfe_full": sum(full["nfe"]),
+        "varied": varied,
+        "nfe_varied": nfe_varied,
+    }
+
+
+def arms(
+    task: Any, sampler: Any, cal: dict[str, Any], args: Any, naive_nfe: float
+) -> list[dict[str, Any]]:
+    """Every arm: label, family, method, options, calibration NFEs."""
+    out: list[dict[str, Any]] = [
+        {"label": "naive", "family": "baseline", "method": "naive", "options": {}},
+        {
+            "label": "eps-greedy(4,20)",
+            "family": "reference",
+            "method": "eps-greedy",
+            "options": dict(CAL),
+        },
+        {
+            "label": "eps-greedy(4,20) gaussian move",
+            "family": "ablation",
+            "method": "eps-greedy",
+            "options": {"controller": GaussianMove(FixedController(**CAL))},
+        },  # type: ignore[arg-type]
+        {
+            "label": "sigma window",
+            "family": "fixed",
+            "method": "eps-greedy",
+            "options": {"controller": SigmaWindowController()},
+        },
+    ]
+    for n in (2, 4, 8, 16):
+        out.append(
+            {
+                "label": f"best-of-{n}",
+                "family": "baseline",
+                "method": "best-of-n",
+                "options": {"n": n},
+            }
+        )
+    for n in (1, 2, 4):
+        for k in (1, 2, 3, 4, 8):
+            out.append(
+                {
+                    "label": f"fixed N={n} K={k}",
+                    "family": "fixed",
+                    "method": "eps-greedy",
+                    "options": {"controller": FixedController(n=n, k=k)},
+                }
+            )
+    for n in (1, 2):
+        for k in (1, 2, 4):
+            out.append(
+                {
+                    "label": f"fixed fresh N={n} K={k}",
+                    "family": "fixed",
+                    "method": "eps-greedy",
+                    "options": {"controller": FixedController(n=n, k=k, eps=1.0)},
+                }
+            )
+    out.append(
+        {
+            "label": "fixed N=4 K=4 gaussian move",
+            "family": "ablation",
+            "method": "eps-greedy",
+            "options": {"controller": GaussianMove(FixedController(n=4, k=4))},
+        }
+    )
+    old = {
+        "binomial-ceil": make_controller("binomial", cal["full"], sampler, mapping="ceil"),
+        "gp-warp": make_controller("gp", cal["full"], sampler, kernel="warp"),
+        "gain(k_mean=1.5)": make_controller("gain", cal["full"], sampler, k_mean=1.5),
+    }
+    old["budget(gain, 140)"] = BudgetController(old["gain(k_mean=1.5)"], 140.0, sampler)
+    for label, ctrl in old.items():
+        out.append(
+            {
+                "label": label,
+                "family": "learned",
+                "method": "eps-greedy",
+                "options": {"controller": ctrl},
+                "calibration_nfe": cal["nfe_full"],
+            }
+        )
+    cal_nfe = cal["nfe_varied"] + cal["nfe_full"]  # the reference sets the success level
+    fits: dict[tuple[str, float], Any] = {}
+
+    def stopping(model: str, target: float, **opts: Any) -> Any:
+        if (model, target) not in fits:
+            fits[(model, target)] = fit_stopping(
+                cal["varied"], sampler, target, model, reference=cal["full"]
+            )
+        base = fits[(model, target)]
+        return type(base)(base.model, sampler=sampler, meta=base.meta, **opts)
+
+    closed = [
+        ("stopping t=0.99 c=0.9", "logistic", 0.99, {"confidence": 0.9}),
+        ("stopping t=0.99 c=0.95", "logistic", 0.99, {"confidence": 0.95}),
+        ("stopping t=0.9999 c=0.95", "logistic", 0.9999, {"confidence": 0.95}),
+        ("stopping t=0.9999 c=0.99", "logistic", 0.9999, {"confidence": 0.99}),
+        ("stopping t=0.9999 c=0.99 K<=16", "logistic", 0.9999, {"confidence": 0.99, "k_max": 16}),
+        ("stopping t=0.9999 c=0.999 K<=16", "logistic", 0.9999, {"confidence": 0.999, "k_max": 16}),
+        ("stopping GP t=0.99 c=0.95", "gp", 0.99, {"confidence": 0.95}),
+    ]
+    for m in args.budgets:
+        for spread in ("even", "greedy"):
+            opts = {
+                "confidence": 0.99,
+                "k_max": 16,
+                "budget": m * naive_nfe,
+                "budget_mode": "batch",
+                "spread": spread,
+            }
+            closed.append(
+                (f"stopping t=0.9999 c=0.99 budget {m:g}x {spread}", "logistic", 0.9999, opts)
+            )
+    for label, model, target, opts in closed:
+        out.append(
+            {
+                "label": label,
+                "family": "adaptive",
+                "method": "eps-greedy",
+                "options": {"controller": stopping(model, target, **opts)},
+                "calibration_nfe": cal_nfe,
+                "budget": opts.get("budget"),
+            }
+        )
+    return out
+
+
+def evaluate_task(name: str, args: Any) -> dict[str, Any]:
+    task, device = prepare_task(name, args.device, args.cuda_graphs)
+    args.device = device
+    sampler = make_sampler("heun", args.steps, sigma_max=task.sigma_max)
+    cal_pairs = make_pairs(task, args.cal_pairs, 1_000_000)
+    eval_pairs = make_pairs(task, args.pairs, 2_000_000)
+    assert not {s for _, s in cal_pairs} & {s for _, s in eval_pairs}
+    t0 = time.perf_counter()
+    cal = calibrate(task, sampler, cal_pairs, args)
+    t_cal = time.perf_counter() - t0
+    naive_nfe = float(sum(sampler.plain_cost()))
+    records: dict[str, dict[str, Any]] = {}
+    for arm in arms(task, sampler, cal, args, naive_nfe):
+        rec = run_arm(task, sampler, eval_pairs, args, arm["method"], **arm["options"])
+        rec.pop("traces")
+        records[arm["label"]] = {**rec, **{k: v for k, v in arm.items() if k != "options"}}
+        print(
+            f"{name} {arm['label']}: reward {sum(rec['reward']) / len(rec['reward']):.4f}  "
+            f"eval {sum(rec['eval']) / len(rec['eval']):.4f}  "
+            f"NFEs {sum(rec['nfe']) / len(rec['nfe']):.1f}  ({rec['seconds']:.1f}s)",
+            flush=True,
+        )
+    clusters = [s for _, s in eval_pairs]  # every pair its own noise: one cluster each
+    result = summarise(records, clusters, [m * naive_nfe for m in args.budgets], args.budgets)
+    result |= {
+        "task": name,
+        "sampler": sampler.describe(),
+        "calibration": {
+            "pairs": len(cal_pairs),
+            "full": CAL,
+            "budgets": args.cal_k,
+            "nfe_full": cal["nfe_full"],
+            "nfe_varied": cal["nfe_varied"],
+            "seconds": t_cal,
+        },
+        "heldout_pairs": len(eval_pairs),
+        "pairs": eval_pairs,
+        "naive_nfe": naive_nfe,
+        "budgets_nfe": [m * naive_nfe for m in args.budgets],
+    }
+    write_outputs(result, records, args.out, name)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--task", action="append", default=None, help="repeatable (default mnist-target)"
+    )
+    ap.add_argument("--pairs", type=int, default=512)
+    ap.add_argument("--cal-pairs", type=int, default=256)
+    ap.add_argument("--cal-k", type=int, nargs="+", default=[0, 1, 2, 4, 8])
+    ap.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[2, 4, 8, 16],
+        help="matched budgets as multiples of plain sampling's counted NFEs",
+    )
+    ap.add_argument("--steps", type=int, default=18)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--generator-device", default=None)
+    ap.add_argument("--cuda-graphs", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("experiments/results/frontier"))
+    args = ap.parse_args(argv)
+    device = args.device
+    for name in args.task or ["mnist-target"]:
+        args.device = device
+        res = evaluate_task(name, args)
+        print(res["table"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

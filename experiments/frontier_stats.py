@@ -1,0 +1,267 @@
+"""Intervals, matched-budget comparisons and outputs of :mod:`experiments.frontier`.
+
+Every interval is a cluster bootstrap over held-out pairs (pairs that share initial noise share a
+cluster and are resampled together; with each pair its own noise every pair is a cluster), and
+comparisons between arms are *paired*: the same resampled pairs enter both arms.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptive_tts.report import format_table
+
+N_BOOT = 2000
+
+
+def _boot_index(clusters: list[int], n_boot: int = N_BOOT, seed: int = 0) -> list[np.ndarray]:
+    """Bootstrap resamples of pair indices, whole clusters at a time."""
+    ids = np.asarray(clusters)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    members = [np.nonzero(inv == c)[0] for c in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    return [
+        np.concatenate([members[c] for c in rng.integers(0, len(uniq), len(uniq))])
+        for _ in range(n_boot)
+    ]
+
+
+def interval(stat: Any, boots: list[np.ndarray], n: int) -> dict[str, float]:
+    """``stat(index array)`` at all pairs and its 2.5 / 97.5% bootstrap percentiles."""
+    draws = np.array([stat(ix) for ix in boots])
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"value": float(stat(np.arange(n))), "lo": float(lo), "hi": float(hi)}
+
+
+def paired(a: np.ndarray, b: np.ndarray, boots: list[np.ndarray]) -> dict[str, Any]:
+    """Paired difference ``mean(a) - mean(b)`` with its interval and a verdict."""
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired arms need the same non-empty pairs, got {a.shape} and {b.shape}")
+    d = a - b
+    out: dict[str, Any] = interval(lambda ix: d[ix].mean(), boots, len(d))
+    out["verdict"] = "better" if out["lo"] > 0 else "worse" if out["hi"] < 0 else "tie"
+    return out
+
+
+def ratio(a: np.ndarray, b: np.ndarray, boots: list[np.ndarray]) -> dict[str, float]:
+    """``mean(a) / mean(b)`` over the same pairs, paired bootstrap interval."""
+    return interval(
+        lambda ix: a[ix].mean() / b[ix].mean() if b[ix].mean() else np.nan, boots, len(a)
+    )
+
+
+def summarise(
+    records: dict[str, dict[str, Any]],
+    clusters: list[int],
+    budgets: list[float],
+    multiples: list[float],
+    reference: str = "eps-greedy(4,20)",
+) -> dict[str, Any]:
+    """Per-arm summaries, ratios to ``reference`` and matched-budget comparisons."""
+    boots = _boot_index(clusters)
+    n = len(clusters)
+    ref = records[reference]
+    ref_r, ref_e = np.asarray(ref["reward"]), np.asarray(ref["eval"])
+    ref_nfe = float(np.mean(ref["nfe"]))
+    rows = []
+    for label, rec in records.items():
+        r, e, f = (np.asarray(rec[k]) for k in ("reward", "eval", "nfe"))
+        row: dict[str, Any] = {
+            "arm": label,
+            "family": rec["family"],
+            "reward": interval(lambda ix, r=r: r[ix].mean(), boots, n),
+            "eval": interval(lambda ix, e=e: e[ix].mean(), boots, n),
+            "nfe": float(f.mean()),
+            "nfe_max": float(f.max()),
+            "reward_calls": float(np.mean(rec["reward_calls"])),
+            "seconds_per_sample": rec["seconds"] / n,
+            "reward_ratio": ratio(r, ref_r, boots),
+            "eval_ratio": ratio(e, ref_e, boots),
+            "nfe_ratio": float(f.mean()) / ref_nfe,
+        }
+        cal = rec.get("calibration_nfe")
+        if cal is not None:
+            saved = ref_nfe - float(f.mean())  # NFEs saved per sample vs the reference
+            row["calibration_nfe"] = cal
+            row["break_even_samples"] = cal / saved if saved > 0 else None
+        rows.append(row)
+    matched = []
+    for b, m in zip(budgets, multiples):
+        fixed = [x for x in rows if x["family"] in ("fixed", "baseline") and x["nfe"] <= b + 1e-9]
+        if not fixed:
+            continue
+        best = max(fixed, key=lambda x: x["reward"]["value"])
+        br, be = (np.asarray(records[best["arm"]][k]) for k in ("reward", "eval"))
+        for x in rows:
+            if x["family"] not in ("adaptive", "learned") or x["nfe"] > b + 1e-9:
+                continue
+            r, e = (np.asarray(records[x["arm"]][k]) for k in ("reward", "eval"))
+            matched.append(
+                {
+                    "budget_multiple": m,
+                    "budget_nfe": b,
+                    "arm": x["arm"],
+                    "family": x["family"],
+                    "nfe": x["nfe"],
+                    "best_fixed": best["arm"],
+                    "best_fixed_nfe": best["nfe"],
+                    "reward_diff": paired(r, br, boots),
+                    "eval_diff": paired(e, be, boots),
+                }
+            )
+    return {"arms": rows, "matched": matched, "table": _table(rows, matched)}
+
+
+def _table(rows: list[dict[str, Any]], matched: list[dict[str, Any]]) -> str:
+    def ci(d: dict[str, float]) -> str:
+        return f"{d['value']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]"
+
+    t1 = [
+        {
+            "arm": r["arm"],
+            "family": r["family"],
+            "reward [95% CI]": ci(r["reward"]),
+            "eval [95% CI]": ci(r["eval"]),
+            "NFEs": f"{r['nfe']:.1f}",
+            "NFE ratio": f"{r['nfe_ratio']:.3f}",
+        }
+        for r in rows
+    ]
+    best: dict[float, dict[str, Any]] = {}
+    for x in matched:  # the best adaptive/learned arm at each budget
+        cur = best.get(x["budget_multiple"])
+        if cur is None or x["reward_diff"]["value"] > cur["reward_diff"]["value"]:
+            best[x["budget_multiple"]] = x
+    t2 = [
+        {
+            "budget": f"{m:g}x ({x['budget_nfe']:.0f})",
+            "best adaptive": x["arm"],
+            "NFEs": f"{x['nfe']:.1f}",
+            "best fixed": f"{x['best_fixed']} ({x['best_fixed_nfe']:.0f})",
+            "reward diff": ci(x["reward_diff"]) + " " + x["reward_diff"]["verdict"],
+            "eval diff": ci(x["eval_diff"]) + " " + x["eval_diff"]["verdict"],
+        }
+        for m, x in sorted(best.items())
+    ]
+    out = format_table(t1, list(t1[0]))
+    return out + ("\n\n" + format_table(t2, list(t2[0])) if t2 else "")
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(
+    result: dict[str, Any], records: dict[str, dict[str, Any]], out: Path, name: str
+) -> None:
+    """``frontier_<task>.json`` (summaries + per-pair records), ``.csv`` and ``.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    per_pair = {
+        k: {f: v[f] for f in ("reward", "eval", "nfe", "reward_calls")} for k, v in records.items()
+    }
+    _atomic(out / f"frontier_{name}.json", json.dumps({**result, "per_pair": per_pair}, indent=1))
+    buf = io.StringIO()
+    cols = [
+        "arm",
+        "family",
+        "reward",
+        "reward_lo",
+        "reward_hi",
+        "eval",
+        "eval_lo",
+        "eval_hi",
+        "nfe",
+        "nfe_max",
+        "nfe_ratio",
+        "reward_ratio",
+        "eval_ratio",
+        "seconds_per_sample",
+        "calibration_nfe",
+        "break_even_samples",
+    ]
+    w = csv.DictWriter(buf, cols)
+    w.writeheader()
+    for r in result["arms"]:
+        w.writerow(
+            {
+                "arm": r["arm"],
+                "family": r["family"],
+                "reward": r["reward"]["value"],
+                "reward_lo": r["reward"]["lo"],
+                "reward_hi": r["reward"]["hi"],
+                "eval": r["eval"]["value"],
+                "eval_lo": r["eval"]["lo"],
+                "eval_hi": r["eval"]["hi"],
+                "nfe": r["nfe"],
+                "nfe_max": r["nfe_max"],
+                "nfe_ratio": r["nfe_ratio"],
+                "reward_ratio": r["reward_ratio"]["value"],
+                "eval_ratio": r["eval_ratio"]["value"],
+                "seconds_per_sample": r["seconds_per_sample"],
+                "calibration_nfe": r.get("calibration_nfe"),
+                "break_even_samples": r.get("break_even_samples"),
+            }
+        )
+    _atomic(out / f"frontier_{name}.csv", buf.getvalue())
+    plot_frontier(result, out / f"frontier_{name}.png", name)
+
+
+def plot_frontier(result: dict[str, Any], path: Path, name: str) -> None:
+    """Reward and evaluation rate vs counted NFEs (log x), fixed arms as the frontier to beat."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    style = {
+        "fixed": ("o", "tab:gray"),
+        "baseline": ("s", "tab:brown"),
+        "reference": ("*", "black"),
+        "ablation": ("x", "tab:purple"),
+        "learned": ("^", "tab:blue"),
+        "adaptive": ("D", "tab:red"),
+    }
+    for ax, key in zip(axes, ("reward", "eval")):
+        for fam, (marker, color) in style.items():
+            pts = [r for r in result["arms"] if r["family"] == fam]
+            if not pts:
+                continue
+            x = [r["nfe"] for r in pts]
+            y = [r[key]["value"] for r in pts]
+            err = [
+                [r[key]["value"] - r[key]["lo"] for r in pts],
+                [r[key]["hi"] - r[key]["value"] for r in pts],
+            ]
+            ax.errorbar(x, y, yerr=err, fmt=marker, color=color, label=fam, ms=6, capsize=2)
+        fixed = sorted(
+            (r["nfe"], r[key]["value"])
+            for r in result["arms"]
+            if r["family"] in ("fixed", "baseline")
+        )
+        front, best = [], -np.inf
+        for x, y in fixed:  # the fixed arms' Pareto frontier
+            if y > best:
+                front.append((x, y))
+                best = y
+        ax.step(*zip(*front), where="post", color="tab:gray", lw=1, alpha=0.7)
+        for x in result.get("budgets_nfe", []):
+            ax.axvline(x, color="tab:green", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("counted NFEs per sample")
+        ax.set_ylabel("mean reward" if key == "reward" else "independent evaluation rate")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{name}: {result['heldout_pairs']} held-out pairs, each its own noise")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
