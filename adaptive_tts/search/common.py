@@ -97,8 +97,8 @@ class Scorer:
                 f"reward {self.name!r} must return shape ({x0.shape[0]},), got {tuple(r.shape)}"
             )
         self.ledger.charge_reward(owner)
-        if defer:
-            r = r.float()
+        if defer:  # on x0's device, whatever device the reward computed on
+            r = r.float().to(x0.device)
             bad = (~torch.isfinite(r)).sum()
             self._bad = bad if self._bad is None else self._bad + bad
             return r
