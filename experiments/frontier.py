@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from adaptive_tts.control import FixedController, SigmaWindowController
@@ -105,7 +106,12 @@ def calibrate(task: Any, sampler: Any, pairs: list[tuple[int, int]], args: Any) 
 
 
 def arms(
-    task: Any, sampler: Any, cal: dict[str, Any], args: Any, naive_nfe: float
+    task: Any,
+    sampler: Any,
+    cal: dict[str, Any],
+    cal_pairs: list[tuple[int, int]],
+    args: Any,
+    naive_nfe: float,
 ) -> list[dict[str, Any]]:
     """Every arm: label, family, method, options, calibration NFEs."""
     out: list[dict[str, Any]] = [
@@ -202,18 +208,26 @@ def arms(
         ("stopping t=0.9999 c=0.999 K<=16", "logistic", 0.9999, {"confidence": 0.999, "k_max": 16}),
         ("stopping GP t=0.99 c=0.95", "gp", 0.99, {"confidence": 0.95}),
     ]
+    # hard budgets: the setting (fitted model, target, confidence, K cap) whose mean counted
+    # NFEs on the *calibration* pairs fit the budget with the highest calibration reward,
+    # deployed under a per-batch budget of exactly that many NFEs per sample
+    tried = []
+    for label, model, target, opts in closed:
+        if model != "logistic":
+            continue
+        rec = run_arm(task, sampler, cal_pairs, args, "eps-greedy",
+                      controller=stopping(model, target, **opts))  # fmt: skip
+        tried.append(
+            (float(np.mean(rec["nfe"])), float(np.mean(rec["reward"])), label, target, opts)
+        )
+        cal_nfe += float(np.sum(rec["nfe"]))
     for m in args.budgets:
-        for spread in ("even", "greedy"):
-            opts = {
-                "confidence": 0.99,
-                "k_max": 16,
-                "budget": m * naive_nfe,
-                "budget_mode": "batch",
-                "spread": spread,
-            }
-            closed.append(
-                (f"stopping t=0.9999 c=0.99 budget {m:g}x {spread}", "logistic", 0.9999, opts)
-            )
+        fit_in = [t for t in tried if t[0] <= m * naive_nfe]
+        if not fit_in:
+            continue
+        _, _, chosen, target, opts = max(fit_in, key=lambda t: t[1])
+        hard = {**opts, "budget": m * naive_nfe, "budget_mode": "batch"}
+        closed.append((f"stopping budget {m:g}x ({chosen[9:]})", "logistic", target, hard))
     for label, model, target, opts in closed:
         out.append(
             {
@@ -240,7 +254,7 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
     t_cal = time.perf_counter() - t0
     naive_nfe = float(sum(sampler.plain_cost()))
     records: dict[str, dict[str, Any]] = {}
-    for arm in arms(task, sampler, cal, args, naive_nfe):
+    for arm in arms(task, sampler, cal, cal_pairs, args, naive_nfe):
         rec = run_arm(task, sampler, eval_pairs, args, arm["method"], **arm["options"])
         rec.pop("traces")
         records[arm["label"]] = {**rec, **{k: v for k, v in arm.items() if k != "options"}}

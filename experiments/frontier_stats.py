@@ -116,10 +116,32 @@ def summarise(
                     "eval_diff": paired(e, be, boots),
                 }
             )
-    return {"arms": rows, "matched": matched, "table": _table(rows, matched)}
+    return {
+        "arms": rows,
+        "matched": matched,
+        "best_at_budget": _best(matched),
+        "table": _table(rows, _best(matched)),
+    }
 
 
-def _table(rows: list[dict[str, Any]], matched: list[dict[str, Any]]) -> str:
+def _best(matched: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best adaptive/learned arm at each budget: by reward verdict, then evaluation
+    verdict, then the reward difference."""
+    rank = {"better": 2, "tie": 1, "worse": 0}
+
+    def key(y: dict[str, Any]) -> tuple[int, int, float]:
+        r, e = y["reward_diff"], y["eval_diff"]
+        return (rank[r["verdict"]], rank[e["verdict"]], r["value"])
+
+    best: dict[float, dict[str, Any]] = {}
+    for x in matched:
+        cur = best.get(x["budget_multiple"])
+        if cur is None or key(x) > key(cur):
+            best[x["budget_multiple"]] = x
+    return [best[m] for m in sorted(best)]
+
+
+def _table(rows: list[dict[str, Any]], best: list[dict[str, Any]]) -> str:
     def ci(d: dict[str, float]) -> str:
         return f"{d['value']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]"
 
@@ -134,21 +156,16 @@ def _table(rows: list[dict[str, Any]], matched: list[dict[str, Any]]) -> str:
         }
         for r in rows
     ]
-    best: dict[float, dict[str, Any]] = {}
-    for x in matched:  # the best adaptive/learned arm at each budget
-        cur = best.get(x["budget_multiple"])
-        if cur is None or x["reward_diff"]["value"] > cur["reward_diff"]["value"]:
-            best[x["budget_multiple"]] = x
     t2 = [
         {
-            "budget": f"{m:g}x ({x['budget_nfe']:.0f})",
+            "budget": f"{x['budget_multiple']:g}x ({x['budget_nfe']:.0f})",
             "best adaptive": x["arm"],
             "NFEs": f"{x['nfe']:.1f}",
             "best fixed": f"{x['best_fixed']} ({x['best_fixed_nfe']:.0f})",
             "reward diff": ci(x["reward_diff"]) + " " + x["reward_diff"]["verdict"],
             "eval diff": ci(x["eval_diff"]) + " " + x["eval_diff"]["verdict"],
         }
-        for m, x in sorted(best.items())
+        for x in best
     ]
     out = format_table(t1, list(t1[0]))
     return out + ("\n\n" + format_table(t2, list(t2[0])) if t2 else "")
