@@ -190,13 +190,21 @@ def arms(
         )
     cal_nfe = cal["nfe_varied"] + cal["nfe_full"]  # the reference sets the success level
     fits: dict[tuple[str, float], Any] = {}
+    skipped: list[dict[str, Any]] = cal.setdefault("skipped", [])
 
     def stopping(model: str, target: float, **opts: Any) -> Any:
+        """The fitted controller, or ``None`` where the fit is impossible (recorded)."""
         if (model, target) not in fits:
-            fits[(model, target)] = fit_stopping(
-                cal["varied"], sampler, target, model, reference=cal["full"]
-            )
+            try:
+                fits[(model, target)] = fit_stopping(
+                    cal["varied"], sampler, target, model, reference=cal["full"]
+                )
+            except ValueError as err:  # e.g. no calibration run reaches the success level
+                fits[(model, target)] = None
+                skipped.append({"model": model, "target": target, "reason": str(err)})
         base = fits[(model, target)]
+        if base is None:
+            return None
         return type(base)(base.model, sampler=sampler, meta=base.meta, **opts)
 
     closed = [
@@ -213,10 +221,10 @@ def arms(
     # deployed under a per-batch budget of exactly that many NFEs per sample
     tried = []
     for label, model, target, opts in closed:
-        if model != "logistic":
+        ctrl = stopping(model, target, **opts)
+        if model != "logistic" or ctrl is None:
             continue
-        rec = run_arm(task, sampler, cal_pairs, args, "eps-greedy",
-                      controller=stopping(model, target, **opts))  # fmt: skip
+        rec = run_arm(task, sampler, cal_pairs, args, "eps-greedy", controller=ctrl)
         tried.append(
             (float(np.mean(rec["nfe"])), float(np.mean(rec["reward"])), label, target, opts)
         )
@@ -226,15 +234,18 @@ def arms(
         if not fit_in:
             continue
         _, _, chosen, target, opts = max(fit_in, key=lambda t: t[1])
-        hard = {**opts, "budget": m * naive_nfe, "budget_mode": "batch"}
+        hard = {**opts, "budget": m * naive_nfe, "budget_mode": "batch", "spread": "greedy"}
         closed.append((f"stopping budget {m:g}x ({chosen[9:]})", "logistic", target, hard))
     for label, model, target, opts in closed:
+        ctrl = stopping(model, target, **opts)
+        if ctrl is None:
+            continue
         out.append(
             {
                 "label": label,
                 "family": "adaptive",
                 "method": "eps-greedy",
-                "options": {"controller": stopping(model, target, **opts)},
+                "options": {"controller": ctrl},
                 "calibration_nfe": cal_nfe,
                 "budget": opts.get("budget"),
             }
@@ -269,6 +280,7 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
     result |= {
         "task": name,
         "sampler": sampler.describe(),
+        "skipped_fits": cal.get("skipped", []),
         "calibration": {
             "pairs": len(cal_pairs),
             "full": CAL,
