@@ -210,7 +210,10 @@ def arms(
     closed = [
         ("stopping t=0.99 c=0.9", "logistic", 0.99, {"confidence": 0.9}),
         ("stopping t=0.99 c=0.95", "logistic", 0.99, {"confidence": 0.95}),
+        ("stopping t=0.999 c=0.95", "logistic", 0.999, {"confidence": 0.95}),
+        ("stopping t=0.9999 c=0.9", "logistic", 0.9999, {"confidence": 0.9}),
         ("stopping t=0.9999 c=0.95", "logistic", 0.9999, {"confidence": 0.95}),
+        ("stopping t=0.9999 c=0.95 K<=4", "logistic", 0.9999, {"confidence": 0.95, "k_max": 4}),
         ("stopping t=0.9999 c=0.99", "logistic", 0.9999, {"confidence": 0.99}),
         ("stopping t=0.9999 c=0.99 K<=16", "logistic", 0.9999, {"confidence": 0.99, "k_max": 16}),
         ("stopping t=0.9999 c=0.999 K<=16", "logistic", 0.9999, {"confidence": 0.999, "k_max": 16}),
