@@ -296,6 +296,7 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
         "pairs": eval_pairs,
         "naive_nfe": naive_nfe,
         "budgets_nfe": [m * naive_nfe for m in args.budgets],
+        "budget_multiples": list(args.budgets),
     }
     write_outputs(result, records, args.out, name)
     return result

@@ -282,3 +282,38 @@ def plot_frontier(result: dict[str, Any], path: Path, name: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def markdown(results_dir: Path, tasks: list[str]) -> str:
+    """The README's matched-budget table from committed ``frontier_<task>.json`` files."""
+    lines = [
+        "| task | budget | best adaptive (NFEs) | best fixed (NFEs) | reward diff | eval diff |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def diff(d: dict[str, Any]) -> str:
+        return f"{d['value']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
+
+    for task in tasks:
+        res = json.loads((results_dir / f"frontier_{task}.json").read_text())
+        best = {x["budget_multiple"]: x for x in res["best_at_budget"]}
+        multiples = res.get("budget_multiples") or [
+            b / res["naive_nfe"] for b in res["budgets_nfe"]
+        ]
+        for m, b in zip(multiples, res["budgets_nfe"]):
+            x = best.get(m)
+            if x is None:
+                lines.append(f"| {task} | {m:g}x ({b:.0f}) | none under the budget | | | |")
+                continue
+            lines.append(
+                f"| {task} | {m:g}x ({b:.0f}) | {x['arm']} ({x['nfe']:.1f}) | "
+                f"{x['best_fixed']} ({x['best_fixed_nfe']:.0f}) | {diff(x['reward_diff'])} | "
+                f"{diff(x['eval_diff'])} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(Path(sys.argv[1]), sys.argv[2:]))
