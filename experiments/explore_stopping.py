@@ -22,12 +22,12 @@ from typing import Any
 import torch
 
 from adaptive_tts.report import format_table, mean_ci
-from adaptive_tts.sampling import initial_noise, make_generators, make_sampler
-from adaptive_tts.search import eps_greedy
+from adaptive_tts.sampling import make_sampler
 from adaptive_tts.tasks import build_task
 from controllers.closed_loop import StoppingController
 from controllers.fixed import FixedController
 from controllers.reliability import fit_reliability
+from experiments.frontier import run_arm
 
 
 class _Moved:
@@ -50,24 +50,11 @@ def pairs(task: Any, count: int, base: int) -> tuple[list[int], torch.Tensor]:
 
 
 def run(task: Any, sampler: Any, seeds: list[int], prompts: torch.Tensor, args: Any, **kw: Any):
-    """Batched eps-greedy over the pairs; returns concatenated rewards, NFEs, eval, traces."""
-    out: dict[str, list[Any]] = {"reward": [], "nfe": [], "hit": [], "traces": []}
-    t0 = time.perf_counter()
-    for s in range(0, len(seeds), args.batch):
-        sd, pr = seeds[s : s + args.batch], prompts[s : s + args.batch]
-        gens = make_generators(sd, device=args.generator_device)
-        x_T = initial_noise(task.sample_shape, gens, sampler.sigma(0), device=args.device)
-        cond = pr.to(args.device) if task.uses_prompt else None
-        res = eps_greedy(
-            task.denoiser, sampler, x_T, cond=cond, reward=task.reward, generator=gens, **kw
-        )
-        ev = task.evaluate(res.x0, pr if task.uses_prompt else None)
-        out["reward"].append(res.reward.cpu())
-        out["nfe"].append(res.nfe.float())
-        out["hit"].append(ev.get("eval_hit", ev.get("eval_confidence")).float().cpu())
-        out["traces"] += res.traces
-    r, n, h = (torch.cat(out[k]) for k in ("reward", "nfe", "hit"))
-    return r, n, h, out["traces"], time.perf_counter() - t0
+    """Eps-greedy over the pairs (:func:`experiments.frontier.run_arm`): per-pair rewards,
+    counted NFEs and evaluation scores, the traces and the wall seconds."""
+    rec = run_arm(task, sampler, list(zip(prompts.tolist(), seeds)), args, "eps-greedy", **kw)
+    r, n, h = (torch.tensor(rec[k]) for k in ("reward", "nfe", "eval"))
+    return r, n, h, rec["traces"], rec["seconds"]
 
 
 def main(argv: list[str] | None = None) -> int:

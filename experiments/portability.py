@@ -35,13 +35,12 @@ from typing import Any
 import torch
 
 from adaptive_tts.report import format_table, mean_ci
-from adaptive_tts.sampling import Sampler, initial_noise, make_generators, make_sampler
-from adaptive_tts.search import eps_greedy
+from adaptive_tts.sampling import Sampler, make_sampler
 from adaptive_tts.tasks import Task, build_task
 from controllers.closed_loop import StoppingController, fit_stopping
 from controllers.fixed import FixedController
 from controllers.registry import make_controller
-from experiments.pairs import eval_score
+from experiments.frontier import run_arm
 
 CAL_BASE, EVAL_BASE = 1_000_000, 2_000_000
 """Calibration pair j has seed ``CAL_BASE + j``, held-out pair j ``EVAL_BASE + j`` (disjoint)."""
@@ -62,30 +61,15 @@ def run(
     args: Any,
     **kw: Any,
 ) -> dict[str, Any]:
-    """Batched eps-greedy over the pairs (one generator per pair): per-pair rewards, counted
-    NFEs, evaluation hits (host tensors), the traces and the wall seconds."""
-    out: dict[str, list[Any]] = {"reward": [], "nfe": [], "hit": [], "traces": []}
-    t0 = time.perf_counter()
-    for s in range(0, len(seeds), args.batch):
-        sd, pr = seeds[s : s + args.batch], prompts[s : s + args.batch]
-        gens = make_generators(sd, device=args.generator_device)
-        x_T = initial_noise(task.sample_shape, gens, sampler.sigma(0), device=args.device)
-        cond = pr.to(args.device) if task.uses_prompt else None
-        res = eps_greedy(
-            task.denoiser, sampler, x_T, cond=cond, reward=task.reward, generator=gens, **kw
-        )
-        ev = task.evaluate(res.x0, pr if task.uses_prompt else None)
-        out["reward"].append(res.reward.float().cpu())
-        out["nfe"].append(res.nfe.float().cpu())
-        out["hit"].append(eval_score(ev, len(sd)).float().cpu())
-        out["traces"] += res.traces
-    return {
-        "reward": torch.cat(out["reward"]),
-        "nfe": torch.cat(out["nfe"]),
-        "hit": torch.cat(out["hit"]),
-        "traces": out["traces"],
-        "seconds": time.perf_counter() - t0,
+    """Eps-greedy over the pairs (:func:`experiments.frontier.run_arm`, one generator per
+    pair): per-pair rewards, counted NFEs, evaluation hits (host tensors), the traces and the
+    wall seconds."""
+    rec = run_arm(task, sampler, list(zip(prompts.tolist(), seeds)), args, "eps-greedy", **kw)
+    out = {
+        k: torch.tensor(rec[src])
+        for k, src in (("reward", "reward"), ("nfe", "nfe"), ("hit", "eval"))
     }
+    return {**out, "traces": rec["traces"], "seconds": rec["seconds"]}
 
 
 def row(label: str, fit: int | None, deploy: int, res: dict[str, Any]) -> dict[str, Any]:
