@@ -81,19 +81,36 @@ def make_pairs(prompts: list[int], first: int, count: int, unique: bool) -> list
     return [(int(p), int(s)) for s in range(first, first + count) for p in prompts]
 
 
-def build_controller(spec: dict[str, Any] | None, traces_dir: Path | None, sampler: Any) -> Any:
+def build_controller(
+    spec: dict[str, Any] | None, traces_dir: Path | dict[str, list[Path]] | None, sampler: Any
+) -> Any:
     """A controller from a config entry ``{kind: <registered kind>, **options}`` (fixed,
-    window, binomial, gp, gain, budget or a plug-in; see
-    :data:`controllers.registry.CONTROLLERS`)."""
+    window, binomial, gp, gain, budget, stopping or a plug-in; see
+    :data:`controllers.registry.CONTROLLERS`).
+
+    ``traces_dir``: the calibration's trace directories by name (``full``: the full-budget
+    search; ``budgets``: the budget-varied runs, one directory per K). A fitted kind is fitted on
+    ``spec["traces"]`` (default ``full``); ``reference: <name>`` passes those traces as the
+    full search's (the stopping controller's success level)."""
     if spec is None:
         return None
     from controllers.registry import CONTROLLERS, make_controller
 
     spec = dict(spec)
     kind = spec.pop("kind")
-    if CONTROLLERS[kind].fitted and traces_dir is None:
-        raise ValueError(f"controller {kind!r} needs a 'calibration' section in the config")
-    traces = load_traces(traces_dir) if CONTROLLERS[kind].fitted and traces_dir else None
+    dirs = {"full": [traces_dir]} if isinstance(traces_dir, Path) else (traces_dir or {})
+    which = spec.pop("traces", "full")
+    if not CONTROLLERS[kind].fitted:
+        return make_controller(kind, None, sampler, **spec)
+    if which not in dirs:
+        raise ValueError(
+            f"controller {kind!r} needs calibration traces {which!r}: add a 'calibration' section"
+            + (" with 'budgets'" if which == "budgets" else "")
+            + " to the config"
+        )
+    if "reference" in spec:
+        spec["reference"] = [t for d in dirs[spec["reference"]] for t in load_traces(d)]
+    traces = [t for d in dirs[which] for t in load_traces(d)]
     return make_controller(kind, traces, sampler, **spec)
 
 
@@ -124,28 +141,38 @@ def run_experiment(
     pairs = make_pairs(prompts, first, count, unique)
     mine = pairs[dist.rank :: dist.world]
     out.mkdir(parents=True, exist_ok=True)
-    traces_dir = None
+    traces_dir: dict[str, list[Path]] | None = None
     if cfg["calibration"]:
         cal = dict(cfg["calibration"])
         c_first, c_count = cal.pop("seeds")
-        traces_dir = Path(cal.pop("dir", out / "calibration"))
+        base = Path(cal.pop("dir", out / "calibration"))
+        budgets = cal.pop("budgets", None)  # budget-varied runs (the stopping controller's)
+        varied = {"n": cal.pop("budget_n", 2), "eps": cal.pop("budget_eps", 1.0)}
         cal_pairs = make_pairs(prompts, c_first, c_count, unique)
         if set(cal_pairs) & set(pairs):
             raise ValueError("calibration seeds overlap the evaluation seeds")
-        calibrate(  # every process runs its share of the pairs into its own shard
-            task,
-            "eps-greedy",
-            sampler,
-            cal_pairs,
-            traces_dir,
-            batch=cfg["batch"],
-            device=device,
-            progress=progress,
-            shard=(dist.rank, dist.world),
-            generator_device=gen_dev,
-            **cal,
-        )
+        runs_cal = [(base, cal)] + [
+            (base.with_name(base.name + "-budgets") / f"k{k}", {**cal, **varied, "k": int(k)})
+            for k in (budgets or [])
+        ]
+        for where, knobs in runs_cal:
+            calibrate(  # every process runs its share of the pairs into its own shard
+                task,
+                "eps-greedy",
+                sampler,
+                cal_pairs,
+                where,
+                batch=cfg["batch"],
+                device=device,
+                progress=progress,
+                shard=(dist.rank, dist.world),
+                generator_device=gen_dev,
+                **knobs,
+            )
         dist.barrier()
+        traces_dir = {"full": [base]}
+        if budgets:
+            traces_dir["budgets"] = [where for where, _ in runs_cal[1:]]
     records: list[dict[str, Any]] = []
     best_images: dict[str, torch.Tensor] = {}
     runs = expand_methods(cfg)

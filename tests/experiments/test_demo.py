@@ -24,14 +24,27 @@ def test_demo_writes_run_directory(tmp_path, capsys) -> None:
     for label in (
         "naive",
         "best-of-4",
+        "fixed K=2",
+        "fixed K=4",
         "eps-greedy(4,20)",
-        "sigma-window",
-        "gp-warp",
-        "budget(150)",
+        "binomial-ceil",
+        "stopping(0.9999, 0.99)",
     ):
         assert label in text
     res = json.loads((out / "results.json").read_text())
     rows = {r["label"]: r for r in res["rows"]}
-    assert rows["budget(150)"]["nfe"] <= 150
     assert rows["eps-greedy(4,20)"]["nfe"] == 5 * (1 + 80) + 4
+    assert rows["fixed K=2"]["nfe"] == 5 * (1 + 8) + 4
+    # the closed-loop controller: its fit, its calibration data and its reliability plot
+    stop = out / "schedule_stopping_0.9999__0.99.json"
+    assert json.loads(stop.read_text())["kind"] == "stopping"
+    assert stop.with_suffix(".data.safetensors").exists()
+    assert (out / "fit_stopping_0.9999__0.99.png").exists()
+    assert sorted(p.name for p in (out / "calibration-budgets").iterdir()) == [
+        "k0",
+        "k1",
+        "k2",
+        "k4",
+        "k8",
+    ]
     assert (out / "reward_vs_nfe.png").exists() and list(out.glob("schedule_*.json"))
