@@ -7,7 +7,7 @@ Per task: calibration pairs and held-out pairs, **each pair its own noise seed**
 seeds from 1,000,000, held-out from 2,000,000; prompts cycle over the classes). Calibration:
 eps-greedy(4,20) (the old controllers' full-budget traces and the success level's reference)
 and budget-varied fresh-draw runs (K in 0, 1, 2, 4, 8; N = 2) for the stopping controller.
-Arms: naive, best-of-N, fixed-K eps-greedy (N in 1, 2, 4; K in 1, 2, 3, 4, 8; eps 0.4, plus
+Arms: naive, best-of-N, beam search (N, W), fixed-K eps-greedy (N in 1, 2, 4; K in 1, 2, 3, 4, 8; eps 0.4, plus
 fresh-draw N in 1, 2 with K in 1, 2, 4), the sigma window, eps-greedy(4,20), the Gaussian move
 ablation, the old learned controllers (Binomial-ceil, GP-warp, gain, budget) and the stopping
 controller (unbudgeted, and with a hard per-batch budget at each matched budget). Intervals are
@@ -140,6 +140,15 @@ def arms(
             "options": {"controller": SigmaWindowController()},
         },
     ]
+    for n, w in ((2, 1), (4, 1), (2, 2), (4, 2), (8, 2), (4, 4)):
+        out.append(
+            {
+                "label": f"beam({n},{w})",
+                "family": "baseline",
+                "method": "beam",
+                "options": {"n": n, "width": w},
+            }
+        )
     for n in (2, 4, 8, 16):
         out.append(
             {
