@@ -7,10 +7,11 @@ Per task: calibration pairs and held-out pairs, **each pair its own noise seed**
 seeds from 1,000,000, held-out from 2,000,000; prompts cycle over the classes). Calibration:
 eps-greedy(4,20) (the old controllers' full-budget traces and the success level's reference)
 and budget-varied fresh-draw runs (K in 0, 1, 2, 4, 8; N = 2) for the stopping controller.
-Arms: naive, best-of-N, beam search (N, W), fixed-K eps-greedy (N in 1, 2, 4; K in 1, 2, 3, 4, 8; eps 0.4, plus
-fresh-draw N in 1, 2 with K in 1, 2, 4), the sigma window, eps-greedy(4,20), the Gaussian move
-ablation, the old learned controllers (Binomial-ceil, GP-warp, gain, budget) and the stopping
-controller (unbudgeted, and with a hard per-batch budget at each matched budget). Intervals are
+Arms: naive, best-of-N, beam search (N, W), fixed-K eps-greedy (N in 1, 2, 4; K in 1, 2, 3,
+4, 8; eps 0.4, plus fresh-draw N in 1, 2 with K in 1, 2, 4), the sigma window, eps-greedy(4,20),
+the Gaussian move ablation, the old learned controllers (Binomial-ceil, GP-warp, gain, budget)
+and the stopping controller (unbudgeted, and with a hard per-batch budget at each matched
+budget). Intervals are
 cluster bootstraps over pairs (a cluster = a noise seed) and paired against eps-greedy(4,20)
 and against the best fixed arm at each budget (:mod:`experiments.frontier_stats`).
 """
