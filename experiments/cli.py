@@ -62,6 +62,14 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--population", type=int, nargs="+", default=None, help="EvoSearch")
     p.add_argument("--tournament", type=int, default=None, help="EvoSearch")
+    p.add_argument(
+        "--option",
+        dest="options",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other option of the method, e.g. budget=140 (value parsed as YAML)",
+    )
     p.add_argument("--device", default="cpu")
     _add_gpu_options(p)
     p.add_argument("--out", type=Path, default=None, help="write a PNG grid of the samples")
@@ -97,6 +105,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "population": tuple(args.population) if args.population else None,
         "tournament": args.tournament,
     }
+    for item in args.options:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--option must look like key=value, got {item!r}")
+        import yaml
+
+        options[key] = yaml.safe_load(raw)
     if args.schedule is not None:
         from controllers.io import load_controller
 

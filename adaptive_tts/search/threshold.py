@@ -99,7 +99,11 @@ def threshold_search(
     check_positive("n", n)
     check_positive("max_tries", max_tries)
     sched = threshold_schedule(threshold)
-    shown = threshold if isinstance(threshold, int | float) else repr(threshold)
+    shown: Any = threshold
+    if callable(threshold):
+        shown = repr(threshold)
+    elif not isinstance(threshold, int | float):
+        shown = [[float(s), float(t)] for s, t in threshold]
     params: dict[str, Any] = {"threshold": shown, "n": n, "max_tries": max_tries, "budget": budget}
     sc = SearchContext(
         "threshold", denoiser, sampler, x_T, cond, reward, generator, params, max_batch
