@@ -42,6 +42,9 @@ def toy_builder(
     cost = [int(c) for c in sampler.plain_cost()]
     rest = [sum(cost[i:]) for i in range(len(cost))]
     assert len(cal_pairs) == CAL_PAIRS and ctx.naive_nfe == sum(cost) and ctx.traces
+    toy = ef.Arm("probe", "adaptive", "eps-greedy", {"controller": GreedyBudget(70, rest)})
+    probe = ctx.run(toy, cal_pairs)
+    assert len(probe["nfe"]) == CAL_PAIRS and max(probe["nfe"]) <= 70  # e.g. to pick a setting
     return [
         ef.Arm(
             f"toy {b:g}",
