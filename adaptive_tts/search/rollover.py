@@ -86,7 +86,7 @@ def rollover(
                     "allowance": int(allow[j]),
                     "tried": int(res.tried[j]),
                     "beat": bool(res.hit[j]),
-                    "best_before": float(best[j]),
+                    "best_before": float(best[j]) if bool(best[j].isfinite()) else None,
                     "one_step_reward": float(res.score[j]),
                 }
             )
