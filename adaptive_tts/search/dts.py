@@ -30,7 +30,7 @@ from torch import Tensor
 from adaptive_tts.sampling import Sampler
 from adaptive_tts.search.common import SearchContext, StepCallback, check_positive
 from adaptive_tts.search.loop import Rows, StepContext
-from adaptive_tts.search.rounds import check_budget, owner_noise
+from adaptive_tts.search.rounds import check_budget, owner_noise, uniform_rows
 from adaptive_tts.types import Reward, SearchResult
 
 
@@ -144,8 +144,7 @@ def dts(
         samples = torch.nonzero(active & ~tree.done[:, 0]).flatten()
         if len(samples) == 0:
             break
-        u = torch.stack([torch.rand(T, generator=sc.gens[j], device=sc.gens[j].device).cpu()
-                         for j in samples.tolist()])  # fmt: skip
+        u = uniform_rows([sc.gens[j] for j in samples.tolist()], T)
         node = torch.zeros(len(samples), dtype=torch.long)
         path = torch.zeros(len(samples), T + 1, dtype=torch.long)
         stop = torch.zeros(len(samples), dtype=torch.bool)
@@ -218,7 +217,7 @@ def dts(
             callback({"iteration": it, "nfe": sc.ledger.per_sample.clone(), "best": best_r})
     if select == "sample":
         ar = torch.arange(b)
-        u = torch.stack([torch.rand(T, generator=g, device=g.device).cpu() for g in sc.gens])
+        u = uniform_rows(sc.gens, T)
         node = torch.zeros(b, dtype=torch.long)
         for t in range(T):
             node = tree.select(ar, node, lam, u[:, t], live=False)

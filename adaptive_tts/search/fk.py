@@ -34,6 +34,7 @@ from torch import Tensor
 from adaptive_tts.sampling import Sampler, randn_like_rows
 from adaptive_tts.search.common import SearchContext, StepCallback, check_positive, rep
 from adaptive_tts.search.loop import Choice, StepContext
+from adaptive_tts.search.rounds import uniform_rows
 from adaptive_tts.types import Reward, SearchResult
 
 Potential = Literal["max", "difference", "sum"]
@@ -72,11 +73,6 @@ def resample_indices(log_w: Tensor, u: Tensor, scheme: str) -> Tensor:
     else:
         pts = u.double()
     return torch.searchsorted(cdf, pts.contiguous(), right=True).clamp_max(k - 1)
-
-
-def _uniforms(gens: list[torch.Generator], n: int) -> Tensor:
-    """``(B, n)`` uniforms on the CPU, row ``b`` from ``gens[b]``."""
-    return torch.stack([torch.rand(n, generator=g, device=g.device).cpu() for g in gens])
 
 
 def potential_steps(sampler: Sampler, every: int, t_start: int, t_end: int | None) -> list[int]:
@@ -144,7 +140,7 @@ def smc(
         st["log_prod"] = st["log_prod"] + g
         e = ess(st["log_w"])
         do = e < ess_frac * k
-        u = _uniforms(sc.gens, k if resample == "multinomial" else 1)
+        u = uniform_rows(sc.gens, k if resample == "multinomial" else 1)
         keep = torch.arange(k).expand(b, k)
         idx = torch.where(do[:, None], resample_indices(st["log_w"], u, resample), keep)
         log_z.add_(torch.where(do, log_mean_exp(st["log_w"]), 0.0))
@@ -245,7 +241,7 @@ def fk_steering(
     if select == "best":
         pick = r.argmax(1)
     else:
-        pick = resample_indices(log_w, _uniforms(sc.gens, 1), "systematic")[:, 0]
+        pick = resample_indices(log_w, uniform_rows(sc.gens, 1), "systematic")[:, 0]
     ar = torch.arange(sc.b)
     for j, tr in enumerate(sc.traces):
         tr["particle_rewards"] = r[j].tolist()

@@ -30,6 +30,11 @@ def owner_noise(
     return torch.cat(parts).to(device=like.device, dtype=like.dtype)
 
 
+def uniform_rows(gens: list[torch.Generator], n: int) -> Tensor:
+    """``(B, n)`` uniforms on the CPU, row ``b`` from ``gens[b]`` (one copy to the host)."""
+    return torch.stack([torch.rand(n, generator=g, device=g.device) for g in gens]).cpu()
+
+
 def owed_calls(sampler: Sampler, i: int) -> int:
     """Network calls a searched step ``i`` still makes after its candidates (the corrector),
     plus those of every later plain step: what must stay reserved under a hard budget."""
