@@ -49,6 +49,20 @@ def _accumulate(log_w: Tensor, g: Tensor) -> Tensor:
     return log_w + g
 
 
+def log_potential(kind: str, lam: float, r: Tensor, hist: dict[str, Tensor], first: bool) -> Tensor:
+    """Log potential ``(B, k)`` of scores ``r`` ``(B, k)``; updates the particles' history
+    ``hist`` (``r_max``, ``r_sum``, ``r_prev``, each ``(B, k)``) in place."""
+    hist["r_max"] = torch.maximum(hist["r_max"], r)  # over the whole history
+    hist["r_sum"] = hist["r_sum"] + r
+    prev = torch.zeros_like(r) if first else hist["r_prev"]
+    hist["r_prev"] = r
+    if kind == "max":
+        return lam * hist["r_max"]
+    if kind == "sum":
+        return lam * hist["r_sum"]
+    return lam * (r - prev)
+
+
 def ess(log_w: Tensor) -> Tensor:
     """Effective sample size ``(sum w)^2 / sum w^2`` per sample: ``(B, k)`` -> ``(B,)``."""
     w = torch.softmax(log_w, dim=1)
@@ -127,15 +141,7 @@ def smc(
                 tr["steps"].append(dict(entry, potential=False))
             return Choice(xi, x0_hat=x0_hat)
         r = sc.score(x0_hat, *rows).double().view(b, k)
-        st["r_max"] = torch.maximum(st["r_max"], r)
-        st["r_sum"] = st["r_sum"] + r
-        if potential == "max":
-            g = lam * st["r_max"]
-        elif potential == "sum":
-            g = lam * st["r_sum"]
-        else:
-            g = lam * (r - (st["r_prev"] if ctx.i != first else 0.0))
-        st["r_prev"] = r
+        g = log_potential(potential, lam, r, st, first=ctx.i == first)
         st["log_w"] = _accumulate(st["log_w"], g)
         st["log_prod"] = st["log_prod"] + g
         e = ess(st["log_w"])

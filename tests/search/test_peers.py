@@ -135,6 +135,19 @@ def test_resampling_schemes() -> None:
     )
 
 
+def test_fk_potentials_use_the_whole_history() -> None:
+    scores = [1.0, 3.0, 2.0, 0.5]
+    want = {"max": [1, 3, 3, 3], "difference": [1, 2, -1, -1.5], "sum": [1, 4, 6, 6.5]}
+    for kind, values in want.items():
+        hist = {"r_max": torch.full((1, 1), -math.inf), "r_sum": torch.zeros(1, 1)}
+        hist["r_prev"] = torch.zeros(1, 1)
+        got = [
+            float(fk.log_potential(kind, 2.0, torch.full((1, 1), r), hist, first=t == 0))
+            for t, r in enumerate(scores)
+        ]
+        assert got == [2.0 * v for v in values], kind
+
+
 @pytest.mark.parametrize("frac, want", [(0.0, "never"), (1.0, "always")])
 def test_fk_ess_fraction_decides_resampling(gmm, target_reward, frac, want) -> None:
     s = make_sampler("heun", 8)
