@@ -187,6 +187,22 @@ def arms(
             "options": {"controller": GaussianMove(FixedController(n=4, k=4))},
         }
     )
+    # the adaptive peers at each matched budget; their reward temperature is 1 / the spread of
+    # the calibration's final rewards, their verifier threshold the median full-search reward
+    finals = np.array([t["final_reward"] for t in cal["full"] + cal["varied"]])
+    lam = float(1.0 / max(finals.std(), 1e-6))
+    level = float(np.median([t["final_reward"] for t in cal["full"]]))
+    for m in args.budgets:
+        b = int(m * naive_nfe)
+        peers = [
+            ("rollover", {"budget": b, "n": 4}),
+            ("threshold", {"budget": b, "threshold": level, "n": 4}),
+            ("fk", {"k": max(1, int(m)), "lam": lam, "potential": "max"}),
+            ("dts", {"budget": b, "lam": lam}),
+        ]
+        for method, opts in peers:
+            out.append({"label": f"{method} {m:g}x", "family": "peer", "method": method,
+                        "options": opts, "budget": b})  # fmt: skip
     old = {
         "binomial-ceil": make_controller("binomial", cal["full"], sampler, mapping="ceil"),
         "gp-warp": make_controller("gp", cal["full"], sampler, kernel="warp"),

@@ -100,7 +100,7 @@ def summarise(
         best = max(fixed, key=lambda x: x["reward"]["value"])
         br, be = (np.asarray(records[best["arm"]][k]) for k in ("reward", "eval"))
         for x in rows:
-            if x["family"] not in ("adaptive", "learned") or x["nfe"] > b + 1e-9:
+            if x["family"] not in ("adaptive", "learned", "peer") or x["nfe"] > b + 1e-9:
                 continue
             r, e = (np.asarray(records[x["arm"]][k]) for k in ("reward", "eval"))
             matched.append(
@@ -120,12 +120,15 @@ def summarise(
         "arms": rows,
         "matched": matched,
         "best_at_budget": _best(matched),
+        "best_peer_at_budget": _best(matched, ("peer",)),
         "table": _table(rows, _best(matched)),
     }
 
 
-def _best(matched: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The best adaptive/learned arm at each budget: by reward verdict, then evaluation
+def _best(
+    matched: list[dict[str, Any]], families: tuple[str, ...] = ("adaptive", "learned")
+) -> list[dict[str, Any]]:
+    """The best arm of ``families`` at each budget: by reward verdict, then evaluation
     verdict, then the reward difference."""
     rank = {"better": 2, "tie": 1, "worse": 0}
 
@@ -135,6 +138,8 @@ def _best(matched: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     best: dict[float, dict[str, Any]] = {}
     for x in matched:
+        if x["family"] not in families:
+            continue
         cur = best.get(x["budget_multiple"])
         if cur is None or key(x) > key(cur):
             best[x["budget_multiple"]] = x
@@ -247,6 +252,7 @@ def plot_frontier(result: dict[str, Any], path: Path, name: str) -> None:
         "ablation": ("x", "tab:purple"),
         "learned": ("^", "tab:blue"),
         "adaptive": ("D", "tab:red"),
+        "peer": ("v", "tab:orange"),
     }
     for ax, key in zip(axes, ("reward", "eval")):
         for fam, (marker, color) in style.items():
