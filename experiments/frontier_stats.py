@@ -16,45 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from adaptive_tts.report import format_table
-
-N_BOOT = 2000
+from adaptive_tts.report import cluster_mean_ci, format_table, paired_diff, ratio_ci, verdict
 
 
-def _boot_index(clusters: list[int], n_boot: int = N_BOOT, seed: int = 0) -> list[np.ndarray]:
-    """Bootstrap resamples of pair indices, whole clusters at a time."""
-    ids = np.asarray(clusters)
-    uniq, inv = np.unique(ids, return_inverse=True)
-    members = [np.nonzero(inv == c)[0] for c in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    return [
-        np.concatenate([members[c] for c in rng.integers(0, len(uniq), len(uniq))])
-        for _ in range(n_boot)
-    ]
+def _named(d: dict[str, float]) -> dict[str, float]:
+    return {"value": d["mean"], "lo": d["lo"], "hi": d["hi"]}
 
 
-def interval(stat: Any, boots: list[np.ndarray], n: int) -> dict[str, float]:
-    """``stat(index array)`` at all pairs and its 2.5 / 97.5% bootstrap percentiles."""
-    draws = np.array([stat(ix) for ix in boots])
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"value": float(stat(np.arange(n))), "lo": float(lo), "hi": float(hi)}
-
-
-def paired(a: np.ndarray, b: np.ndarray, boots: list[np.ndarray]) -> dict[str, Any]:
-    """Paired difference ``mean(a) - mean(b)`` with its interval and a verdict."""
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"paired arms need the same non-empty pairs, got {a.shape} and {b.shape}")
-    d = a - b
-    out: dict[str, Any] = interval(lambda ix: d[ix].mean(), boots, len(d))
-    out["verdict"] = "better" if out["lo"] > 0 else "worse" if out["hi"] < 0 else "tie"
-    return out
-
-
-def ratio(a: np.ndarray, b: np.ndarray, boots: list[np.ndarray]) -> dict[str, float]:
-    """``mean(a) / mean(b)`` over the same pairs, paired bootstrap interval."""
-    return interval(
-        lambda ix: a[ix].mean() / b[ix].mean() if b[ix].mean() else np.nan, boots, len(a)
-    )
+def paired(a: np.ndarray, b: np.ndarray, clusters: list[int]) -> dict[str, Any]:
+    """Paired difference ``mean(a) - mean(b)`` with its interval and a verdict
+    (:func:`adaptive_tts.report.paired_diff`)."""
+    d = paired_diff(a, b, clusters)
+    return {**_named(d), "verdict": verdict(d)}
 
 
 def summarise(
@@ -65,7 +38,6 @@ def summarise(
     reference: str = "eps-greedy(4,20)",
 ) -> dict[str, Any]:
     """Per-arm summaries, ratios to ``reference`` and matched-budget comparisons."""
-    boots = _boot_index(clusters)
     n = len(clusters)
     ref = records[reference]
     ref_r, ref_e = np.asarray(ref["reward"]), np.asarray(ref["eval"])
@@ -76,14 +48,14 @@ def summarise(
         row: dict[str, Any] = {
             "arm": label,
             "family": rec["family"],
-            "reward": interval(lambda ix, r=r: r[ix].mean(), boots, n),
-            "eval": interval(lambda ix, e=e: e[ix].mean(), boots, n),
+            "reward": _named(cluster_mean_ci(r, clusters)),
+            "eval": _named(cluster_mean_ci(e, clusters)),
             "nfe": float(f.mean()),
             "nfe_max": float(f.max()),
             "reward_calls": float(np.mean(rec["reward_calls"])),
             "seconds_per_sample": rec["seconds"] / n,
-            "reward_ratio": ratio(r, ref_r, boots),
-            "eval_ratio": ratio(e, ref_e, boots),
+            "reward_ratio": _named(ratio_ci(r, ref_r, clusters)),
+            "eval_ratio": _named(ratio_ci(e, ref_e, clusters)),
             "nfe_ratio": float(f.mean()) / ref_nfe,
         }
         cal = rec.get("calibration_nfe")
@@ -112,8 +84,8 @@ def summarise(
                     "nfe": x["nfe"],
                     "best_fixed": best["arm"],
                     "best_fixed_nfe": best["nfe"],
-                    "reward_diff": paired(r, br, boots),
-                    "eval_diff": paired(e, be, boots),
+                    "reward_diff": paired(r, br, clusters),
+                    "eval_diff": paired(e, be, clusters),
                 }
             )
     return {
