@@ -93,8 +93,32 @@ def summarise(
         "matched": matched,
         "best_at_budget": _best(matched),
         "best_peer_at_budget": _best(matched, ("peer",)),
+        "adaptive_vs_peer": _versus(records, clusters, _best(matched), _best(matched, ("peer",))),
         "table": _table(rows, _best(matched)),
     }
+
+
+def _versus(
+    records: dict[str, dict[str, Any]],
+    clusters: list[int],
+    ours: list[dict[str, Any]],
+    peers: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """At each budget: the best adaptive/learned arm against the best peer, paired."""
+    by_budget = {x["budget_multiple"]: x for x in peers}
+    out = []
+    for x in ours:
+        y = by_budget.get(x["budget_multiple"])
+        if y is None:
+            continue
+        a, b = records[x["arm"]], records[y["arm"]]
+        out.append({
+            "budget_multiple": x["budget_multiple"], "budget_nfe": x["budget_nfe"],
+            "arm": x["arm"], "nfe": x["nfe"], "peer": y["arm"], "peer_nfe": y["nfe"],
+            "reward_diff": paired(np.asarray(a["reward"]), np.asarray(b["reward"]), clusters),
+            "eval_diff": paired(np.asarray(a["eval"]), np.asarray(b["eval"]), clusters),
+        })  # fmt: skip
+    return out
 
 
 def _best(
@@ -291,7 +315,28 @@ def markdown(results_dir: Path, tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def markdown_peers(results_dir: Path, tasks: list[str]) -> str:
+    """The best stopping/learned arm against the best adaptive peer at each budget."""
+    lines = [
+        "| task | budget | best of ours (NFEs) | best peer (NFEs) | reward diff | eval diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in tasks:
+        res = json.loads((results_dir / f"frontier_{task}.json").read_text())
+        for x in res.get("adaptive_vs_peer", []):
+            r, e = x["reward_diff"], x["eval_diff"]
+            lines.append(
+                f"| {task} | {x['budget_multiple']:g}x ({x['budget_nfe']:.0f}) | {x['arm']} "
+                f"({x['nfe']:.1f}) | {x['peer']} ({x['peer_nfe']:.1f}) | "
+                f"{r['value']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] {r['verdict']} | "
+                f"{e['value']:+.4f} [{e['lo']:+.4f}, {e['hi']:+.4f}] {e['verdict']} |"
+            )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import sys
 
-    print(markdown(Path(sys.argv[1]), sys.argv[2:]))
+    peers = sys.argv[1] == "--peers"
+    args = sys.argv[2:] if peers else sys.argv[1:]
+    print((markdown_peers if peers else markdown)(Path(args[0]), args[1:]))
