@@ -13,13 +13,18 @@ DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "task": "gmm-target",
     "sampler": {"name": "heun", "steps": 18},
-    # prompts None: all classes; seeds [first, count] per prompt; unique_seeds: a seed per pair
-    "pairs": {"prompts": None, "seeds": [0, 4], "unique_seeds": False},
+    # prompts None: all classes; seeds [first, count] per prompt; noise "independent": every
+    # (prompt, seed) pair its own noise seed (experiments.run.noise_seed), "shared": the prompts
+    # of a seed share its noise (on an unconditional task those pairs are one draw)
+    "pairs": {"prompts": None, "seeds": [0, 4], "noise": "independent"},
     "batch": 32,
     "device": "cpu",  # "cuda": process R of a launch uses cuda:LOCAL_RANK
     "generator_device": None,  # where per-sample noise is drawn: None/"cpu" or "cuda"
     "cuda_graphs": False,  # replay the denoiser and reward from CUDA graphs (needs cuda)
-    "calibration": None,  # {"seeds": [first, count], "n": 4, "k": 20, "eps": 0.4, "lam": 0.15}
+    # {"seeds": [first, count], "n": 4, "k": 20, "eps": 0.4, "lam": 0.15}: full-budget runs, or
+    # budget-varied: {"seeds", "budgets": [0, 1, 2, 4, 8], "n": 2, "eps": 1.0,
+    # "reference": {"n": 4, "k": 20, "eps": 0.4, "lam": 0.15}} (see experiments.run)
+    "calibration": None,
     "methods": [],
     "sweeps": [],
     "wandb": {"enabled": True, "project": "adaptive-tts", "group": None, "mode": None},
@@ -63,6 +68,28 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     seeds = cfg["pairs"]["seeds"]
     if not (isinstance(seeds, list) and len(seeds) == 2 and seeds[1] >= 1):
         raise ValueError(f"pairs.seeds must be [first, count >= 1], got {seeds}")
+    if "unique_seeds" in cfg["pairs"]:  # the older spelling: true = independent, false = shared
+        unique = cfg["pairs"].pop("unique_seeds")
+        cfg["pairs"]["noise"] = "independent" if unique else "shared"
+    if cfg["pairs"]["noise"] not in ("independent", "shared"):
+        raise ValueError(
+            f"pairs.noise must be 'independent' or 'shared', got {cfg['pairs']['noise']!r}"
+        )
+    cal = cfg["calibration"]
+    if cal is not None:
+        if not isinstance(cal, dict) or "seeds" not in cal:
+            raise ValueError("calibration must be a mapping with 'seeds: [first, count]'")
+        if "reference" in cal and "budgets" not in cal:
+            raise ValueError("calibration.reference goes with calibration.budgets")
+        budgets = cal.get("budgets")
+        if budgets is not None and (
+            not isinstance(budgets, list)
+            or not budgets
+            or any(not isinstance(k, int) or k < 0 for k in budgets)
+        ):
+            raise ValueError(f"calibration.budgets must be integers K >= 0, got {budgets}")
+        if budgets is not None and "k" in cal:
+            raise ValueError("calibration.budgets sets K per run: drop calibration.k")
     return cfg
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,91 @@ class Dist:
         return list(gather_object(items))
 
 
-def make_pairs(prompts: list[int], first: int, count: int, unique: bool) -> list[tuple[int, int]]:
-    """``count`` seeds per prompt: seeds ``first..first+count-1`` shared by every prompt, or with
-    ``unique`` one distinct seed per pair (``first + j`` for pair ``j``), so that an
-    unconditional task does not repeat the same sample for every target."""
-    if unique:
-        n = len(prompts)
-        return [(int(prompts[j % n]), first + j) for j in range(count * n)]
-    return [(int(p), int(s)) for s in range(first, first + count) for p in prompts]
+Triple = tuple[int, int, int]  # (prompt, seed, noise seed)
+
+
+def noise_seed(index: int, seed: int, num_prompts: int) -> int:
+    """The generator seed of the pair ``(prompts[index], seed)`` when every pair has its own
+    noise: ``seed * num_prompts + index``. For ``0 <= index < num_prompts`` this is one-to-one
+    in (seed, index), so the pairs of a config never share noise, and two seed ranges that do
+    not overlap (calibration, evaluation) give disjoint noise seeds. With seeds ``[0, count]``
+    it equals the pair's position in the list (the older ``unique_seeds: true`` numbering)."""
+    if not 0 <= index < num_prompts:
+        raise ValueError(f"prompt index {index} outside [0, {num_prompts})")
+    return seed * num_prompts + index
+
+
+def make_pairs(
+    prompts: list[int], first: int, count: int, noise: str = "independent"
+) -> list[Triple]:
+    """``(prompt, seed, noise seed)`` for seeds ``first..first+count-1`` and every prompt (seed
+    major). ``noise="independent"``: the noise seed is :func:`noise_seed` (each pair its own
+    starting noise and random stream, also on an unconditional task where the prompt only
+    selects the reward); ``"shared"``: the prompts of a seed share noise seed ``seed``."""
+    if noise not in ("independent", "shared"):
+        raise ValueError(f"noise must be 'independent' or 'shared', got {noise!r}")
+    n = len(prompts)
+    return [
+        (int(p), s, noise_seed(i, s, n) if noise == "independent" else s)
+        for s in range(first, first + count)
+        for i, p in enumerate(prompts)
+    ]
+
+
+def config_prompts(cfg: dict[str, Any], task: Any) -> list[int]:
+    """``pairs.prompts``, or every class when it is null (``[-1]`` for a task without prompts)."""
+    prompts = cfg["pairs"]["prompts"]
+    if prompts is None:
+        return list(range(task.num_classes)) if task.uses_prompt else [-1]
+    return [int(p) for p in prompts]
+
+
+def plan_pairs(cfg: dict[str, Any], prompts: list[int]) -> tuple[list[Triple], list[Triple]]:
+    """The evaluation and calibration ``(prompt, seed, noise seed)`` triples of a config.
+
+    Raises:
+        ValueError: the calibration shares a noise seed with the evaluation (held-out pairs
+            must be draws the calibration never saw), or, with independent noise, two pairs
+            share one.
+    """
+    first, count = cfg["pairs"]["seeds"]
+    noise = cfg["pairs"].get("noise", "independent")
+    pairs = make_pairs(prompts, int(first), int(count), noise)
+    cal: list[Triple] = []
+    if cfg.get("calibration"):
+        c_first, c_count = cfg["calibration"]["seeds"]
+        cal = make_pairs(prompts, int(c_first), int(c_count), noise)
+        both = {t[2] for t in pairs} & {t[2] for t in cal}
+        if both:
+            raise ValueError(
+                f"calibration seeds {[c_first, c_count]} share {len(both)} noise seeds with the "
+                f"evaluation seeds {[first, count]}: choose disjoint seed ranges"
+            )
+    if noise == "independent":
+        for group in (pairs, cal):
+            assert len({t[2] for t in group}) == len(group), "noise seeds must be unique"
+    return pairs, cal
+
+
+def trace_sets(cal: dict[str, Any], base: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """The calibration runs of a config's ``calibration`` section, by trace-set name: each a
+    list of ``(directory, eps-greedy knobs)``.
+
+    * plain ``{seeds, n, k, eps, lam}``: ``full`` = one run in ``base``;
+    * budget-varied ``{seeds, budgets: [K...], n, eps, ..., reference: {n, k, eps, lam}}``:
+      ``budgets`` = one run per K in ``base/kK`` (the knobs with ``k = K``; the layout of
+      ``adaptive-tts calibrate --budgets``), ``full`` = the optional ``reference`` run (the full
+      search whose reward a stopping target refers to) in ``base/reference``.
+    """
+    cal = {k: v for k, v in cal.items() if k not in ("seeds", "dir")}
+    budgets = cal.pop("budgets", None)
+    reference = cal.pop("reference", None)
+    if budgets is None:
+        return {"full": [(base, cal)]}
+    sets = {"budgets": [(base / f"k{int(k)}", {**cal, "k": int(k)}) for k in budgets]}
+    if reference:
+        sets["full"] = [(base / "reference", dict(reference))]
+    return sets
 
 
 def build_controller(
@@ -89,9 +167,11 @@ def build_controller(
     :data:`controllers.registry.CONTROLLERS`).
 
     ``traces_dir``: the calibration's trace directories by name (``full``: the full-budget
-    search; ``budgets``: the budget-varied runs, one directory per K). A fitted kind is fitted on
-    ``spec["traces"]`` (default ``full``); ``reference: <name>`` passes those traces as the
-    full search's (the stopping controller's success level)."""
+    search; ``budgets``: the budget-varied runs, one directory per K; see :func:`trace_sets`).
+    A fitted kind is fitted on ``spec["traces"]`` (default ``budgets`` for ``stopping``, else
+    ``full``). ``reference: <name>`` passes those traces as the full search's (the stopping
+    controller's success level); a stopping controller takes ``full`` by default when the
+    calibration has it (``reference: null`` turns that off)."""
     if spec is None:
         return None
     from controllers.registry import CONTROLLERS, make_controller
@@ -99,17 +179,27 @@ def build_controller(
     spec = dict(spec)
     kind = spec.pop("kind")
     dirs = {"full": [traces_dir]} if isinstance(traces_dir, Path) else (traces_dir or {})
-    which = spec.pop("traces", "full")
+    which = spec.pop("traces", "budgets" if kind == "stopping" else "full")
     if not CONTROLLERS[kind].fitted:
         return make_controller(kind, None, sampler, **spec)
     if which not in dirs:
         raise ValueError(
             f"controller {kind!r} needs calibration traces {which!r}: add a 'calibration' section"
-            + (" with 'budgets'" if which == "budgets" else "")
+            + (
+                " with 'budgets'"
+                if which == "budgets"
+                else " with full-budget runs (or 'reference' beside 'budgets')"
+            )
             + " to the config"
         )
-    if "reference" in spec:
+    if kind == "stopping" and "reference" not in spec and "full" in dirs:
+        spec["reference"] = "full"
+    if spec.get("reference") is not None:
+        if spec["reference"] not in dirs:
+            raise ValueError(f"controller {kind!r}: no calibration traces {spec['reference']!r}")
         spec["reference"] = [t for d in dirs[spec["reference"]] for t in load_traces(d)]
+    elif "reference" in spec:
+        del spec["reference"]
     traces = [t for d in dirs[which] for t in load_traces(d)]
     return make_controller(kind, traces, sampler, **spec)
 
@@ -133,29 +223,19 @@ def run_experiment(
     task, device = prepare_task(cfg["task"], cfg["device"], bool(cfg["cuda_graphs"]))
     gen_dev = cfg["generator_device"]
     sampler = make_sampler_from_config(cfg["sampler"], task.sigma_max)
-    prompts = cfg["pairs"]["prompts"]
-    if prompts is None:
-        prompts = list(range(task.num_classes)) if task.uses_prompt else [-1]
-    first, count = cfg["pairs"]["seeds"]
-    unique = bool(cfg["pairs"].get("unique_seeds", False))
-    pairs = make_pairs(prompts, first, count, unique)
+    prompts = config_prompts(cfg, task)
+    triples, cal_triples = plan_pairs(cfg, prompts)
+    pairs = [(p, ns) for p, _, ns in triples]  # what the searches see: (prompt, noise seed)
+    seed_of = {(p, ns): s for p, s, ns in triples}
     mine = pairs[dist.rank :: dist.world]
     out.mkdir(parents=True, exist_ok=True)
     traces_dir: dict[str, list[Path]] | None = None
+    calibration: dict[str, Any] = {}
     if cfg["calibration"]:
-        cal = dict(cfg["calibration"])
-        c_first, c_count = cal.pop("seeds")
-        base = Path(cal.pop("dir", out / "calibration"))
-        budgets = cal.pop("budgets", None)  # budget-varied runs (the stopping controller's)
-        varied = {"n": cal.pop("budget_n", 2), "eps": cal.pop("budget_eps", 1.0)}
-        cal_pairs = make_pairs(prompts, c_first, c_count, unique)
-        if set(cal_pairs) & set(pairs):
-            raise ValueError("calibration seeds overlap the evaluation seeds")
-        runs_cal = [(base, cal)] + [
-            (base.with_name(base.name + "-budgets") / f"k{k}", {**cal, **varied, "k": int(k)})
-            for k in (budgets or [])
-        ]
-        for where, knobs in runs_cal:
+        cal_pairs = [(p, ns) for p, _, ns in cal_triples]
+        base = Path(cfg["calibration"].get("dir", out / "calibration"))
+        sets = trace_sets(cfg["calibration"], base)
+        for where, knobs in [run for runs in sets.values() for run in runs]:
             calibrate(  # every process runs its share of the pairs into its own shard
                 task,
                 "eps-greedy",
@@ -170,9 +250,15 @@ def run_experiment(
                 **knobs,
             )
         dist.barrier()
-        traces_dir = {"full": [base]}
-        if budgets:
-            traces_dir["budgets"] = [where for where, _ in runs_cal[1:]]
+        traces_dir = {name: [where for where, _ in runs] for name, runs in sets.items()}
+        calibration = {
+            "pairs": len(cal_pairs),
+            "noise_seeds": [ns for _, ns in cal_pairs],
+            "nfe": {  # counted NFEs of each trace set (a learned controller's calibration cost)
+                name: sum(int(t["nfe"]["total"]) for d in dirs for t in load_traces(d))
+                for name, dirs in traces_dir.items()
+            },
+        }
     records: list[dict[str, Any]] = []
     best_images: dict[str, torch.Tensor] = {}
     runs = expand_methods(cfg)
@@ -185,14 +271,15 @@ def run_experiment(
         def record(b: Batch, run: dict[str, Any] = run) -> None:
             sec = b.seconds / len(b.pairs)
             hit = eval_score(b.eval, len(b.pairs))
-            for j, (p, seed) in enumerate(b.pairs):
+            for j, (p, ns) in enumerate(b.pairs):
                 records.append(
                     {
                         "label": run["label"],
                         "group": run.get("group", ""),
                         "method": run["method"],
                         "prompt": p,
-                        "seed": seed,
+                        "seed": seed_of[(p, ns)],
+                        "noise_seed": ns,
                         "reward": float(b.result.reward[j]),
                         "nfe": int(b.result.nfe[j]),
                         "eval": float(hit[j]),
@@ -221,14 +308,16 @@ def run_experiment(
     records.sort(
         key=lambda r: (
             [x["label"] for x in runs].index(r["label"]),
-            order[(r["prompt"], r["seed"])],
+            order[(r["prompt"], r["noise_seed"])],
         )
     )
     rows = summarise(records, runs)
     result = {
         "config": cfg,
         "pairs": len(pairs),
+        "noise": cfg["pairs"].get("noise", "independent"),
         "processes": dist.world,
+        "calibration": calibration,
         "rows": rows,
         "records": records,
     }
@@ -283,11 +372,34 @@ def save_samples(images: dict[str, torch.Tensor], path: Path) -> Path | None:
     return save_grid(torch.stack(imgs), path, labels=labels, ncol=width)
 
 
+def cluster_mean_ci(
+    values: list[float], clusters: list[int], z: float = 1.96
+) -> tuple[float, float]:
+    """Mean and 95% half-width with pairs that share a noise seed as one cluster (the ratio
+    estimator's sandwich variance over clusters). With every pair its own cluster this is
+    :func:`adaptive_tts.report.mean_ci`."""
+    if len(set(clusters)) == len(clusters):
+        return mean_ci(values)
+    sums: dict[int, list[float]] = {}
+    for v, c in zip(values, clusters):
+        sums.setdefault(c, []).append(v)
+    g, total = len(sums), len(values)
+    m = sum(values) / total
+    if g < 2:
+        return m, 0.0
+    dev = sum((sum(vs) - m * len(vs)) ** 2 for vs in sums.values())
+    return m, z * math.sqrt(g / (g - 1) * dev) / total
+
+
 def summarise(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method: mean reward with a 95% interval clustered by noise seed (pairs that
+    share noise count once), mean counted NFEs, evaluation rate and seconds per sample."""
     rows = []
     for run in runs:
         rs = [r for r in records if r["label"] == run["label"]]
-        m, ci = mean_ci([r["reward"] for r in rs])
+        m, ci = cluster_mean_ci(
+            [r["reward"] for r in rs], [r.get("noise_seed", r["seed"]) for r in rs]
+        )
         rows.append(
             {
                 "label": run["label"],
@@ -299,6 +411,7 @@ def summarise(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list
                 "eval_rate": sum(r["eval"] for r in rs) / len(rs),
                 "seconds_per_sample": sum(r["seconds"] for r in rs) / len(rs),
                 "n": len(rs),
+                "clusters": len({r.get("noise_seed", r["seed"]) for r in rs}),
             }
         )
     return rows

@@ -10,10 +10,81 @@ from pathlib import Path
 
 import pytest
 
+from adaptive_tts.tasks import build_task
 from experiments.config import expand_methods, load_config
-from experiments.run import run_experiment
+from experiments.run import (
+    cluster_mean_ci,
+    config_prompts,
+    make_pairs,
+    noise_seed,
+    plan_pairs,
+    run_experiment,
+    trace_sets,
+)
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "smoke.yaml"
+CONFIGS = sorted(CONFIG.parent.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_no_two_pairs_of_a_config_share_noise(path) -> None:
+    """Every (prompt, seed) pair of a shipped config has its own noise seed, and the
+    calibration's noise seeds are disjoint from the held-out ones."""
+    cfg = load_config(path)
+    prompts = config_prompts(cfg, build_task(cfg["task"]))
+    pairs, cal = plan_pairs(cfg, prompts)
+    first, count = cfg["pairs"]["seeds"]
+    assert len(pairs) == len(prompts) * count
+    assert len({ns for _, _, ns in pairs}) == len(pairs)  # on an unconditional task too
+    assert len({ns for _, _, ns in cal}) == len(cal)
+    assert not {ns for _, _, ns in pairs} & {ns for _, _, ns in cal}
+
+
+def test_noise_seeds_are_unique_deterministic_and_checked() -> None:
+    prompts = list(range(10))
+    pairs = make_pairs(prompts, 0, 3)
+    assert [ns for _, _, ns in pairs] == list(range(30))  # seed * 10 + prompt index
+    assert make_pairs(prompts, 0, 3) == pairs
+    assert noise_seed(4, 7, 10) == 74 and make_pairs([5, 2], 3, 1) == [(5, 3, 6), (2, 3, 7)]
+    shared = make_pairs(prompts, 0, 3, "shared")
+    assert {ns for _, _, ns in shared} == {0, 1, 2}
+    with pytest.raises(ValueError, match="prompt index"):
+        noise_seed(10, 0, 10)
+    cfg = load_config(CONFIG, ["calibration.seeds=[2, 3]"])  # seeds 2..4 meet 0..2
+    with pytest.raises(ValueError, match="share 2 noise seeds"):
+        plan_pairs(cfg, [0, 1])
+    legacy = load_config(CONFIG, ["pairs.unique_seeds=false"])
+    assert legacy["pairs"]["noise"] == "shared"
+    with pytest.raises(ValueError, match="pairs.noise"):
+        load_config(CONFIG, ["pairs.noise=sometimes"])
+
+
+def test_budget_varied_calibration_section(tmp_path) -> None:
+    cal = {"seeds": [9, 1], "budgets": [0, 2], "n": 2, "eps": 1.0, "reference": {"n": 2, "k": 4}}
+    sets = trace_sets(cal, tmp_path)
+    assert sets["budgets"] == [
+        (tmp_path / "k0", {"n": 2, "eps": 1.0, "k": 0}),
+        (tmp_path / "k2", {"n": 2, "eps": 1.0, "k": 2}),
+    ]
+    assert sets["full"] == [(tmp_path / "reference", {"n": 2, "k": 4})]
+    assert trace_sets({"seeds": [9, 1], "n": 2, "k": 4}, tmp_path) == {
+        "full": [(tmp_path, {"n": 2, "k": 4})]
+    }
+    with pytest.raises(ValueError, match="drop calibration.k"):
+        load_config(CONFIG, ["calibration.budgets=[0, 1]"])
+    with pytest.raises(ValueError, match="goes with calibration.budgets"):
+        load_config(CONFIG, ["calibration.reference={n: 2, k: 4}"])
+    with pytest.raises(ValueError, match="integers K >= 0"):
+        load_config(CONFIG, ["calibration.k=null", "calibration.budgets=[-1]"])
+
+
+def test_clustered_interval() -> None:
+    vals = [1.0, 0.0, 1.0, 0.5]
+    assert cluster_mean_ci(vals, [0, 1, 2, 3]) == pytest.approx(
+        (0.625, 1.96 * (sum((v - 0.625) ** 2 for v in vals) / 3) ** 0.5 / 2)
+    )
+    m, half = cluster_mean_ci(vals, [0, 2, 0, 1])  # alike pairs sharing noise: wider
+    assert m == 0.625 and half > cluster_mean_ci(vals, [0, 1, 2, 3])[1]
 
 
 def test_overrides_and_sweeps() -> None:
@@ -46,6 +117,18 @@ def test_results_and_offline_wandb(tmp_path, monkeypatch) -> None:
     assert (tmp_path / "reward_vs_nfe.png").stat().st_size > 0
     naive = next(r for r in saved["rows"] if r["label"] == "naive")
     assert naive["nfe"] == 4  # euler: one call per step
+    # each pair its own noise seed, recorded per pair; the same config reproduces the records
+    assert saved["noise"] == "independent"
+    for label in {r["label"] for r in saved["records"]}:
+        seeds = [r["noise_seed"] for r in saved["records"] if r["label"] == label]
+        assert len(set(seeds)) == len(seeds) == saved["pairs"]
+    assert not set(saved["calibration"]["noise_seeds"]) & {
+        r["noise_seed"] for r in saved["records"]
+    }
+    assert saved["calibration"]["nfe"]["full"] > 0
+    again = run_experiment(cfg, tmp_path / "again", wandb_on=False, progress=False)
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]  # noqa: E731
+    assert strip(again["records"]) == strip(result["records"])
 
 
 def test_two_processes_match_one(tmp_path) -> None:
