@@ -31,19 +31,12 @@ import torch
 from torch import Tensor
 
 from adaptive_tts.types import IterInfo, Knobs, StepInfo
+from controllers.budget import plain_cost
 from controllers.reliability import ReliabilityModel
 from controllers.schedule import write_json
 
 SCHEMA = "adaptive_tts.closed_loop/1"
 BudgetMode = Literal["prompt", "batch"]
-
-
-def plain_costs(sampler: Any) -> list[int]:
-    """Network calls of each step of ``sampler`` without search, ``(T,)``."""
-    if hasattr(sampler, "calls_per_step"):
-        return [int(sampler.calls_per_step(i)) for i in range(sampler.num_steps)]
-    heun = getattr(sampler, "method", "") == "heun"
-    return [1 + int(heun and sampler.sigma(i + 1) > 0) for i in range(sampler.num_steps)]
 
 
 @dataclass
@@ -96,7 +89,7 @@ class StoppingController:
         if self.budget is not None:
             if self.sampler is None:
                 raise ValueError("a budget needs the sampler (to reserve the plain steps' calls)")
-            need = sum(plain_costs(self.sampler))
+            need = sum(plain_cost(self.sampler))
             if not (math.isfinite(self.budget) and self.budget >= need):
                 raise ValueError(
                     f"budget must be a finite number >= {need} NFEs per sample (plain "
@@ -143,9 +136,9 @@ class StoppingController:
     def _budget_caps(self, step: StepInfo) -> Tensor:
         """Iteration caps ``(B,)`` that keep every sample (or the batch) within the budget."""
         assert self.budget is not None
-        costs = plain_costs(self.sampler)
+        costs = plain_cost(self.sampler)
         # this step's pivot call is in step.nfe; reserve its other calls and the later steps'
-        reserve = (costs[step.index] - 1) + sum(costs[step.index + 1 :])
+        reserve = max(costs[step.index] - 1, 0) + sum(costs[step.index + 1 :])
         ahead = self._searchable_ahead(step) if self.spread == "even" else 1
         spent = step.nfe.double()
         if self.budget_mode == "prompt":

@@ -40,8 +40,11 @@ BUILTIN = ("binomial", "gp", "gain", "budget")  # fitted below with their own va
 
 
 def pairs_for(task: Any, seeds: range) -> list[tuple[int, int]]:
+    """``len(seeds)`` pairs per prompt, each its own noise seed (seed-major: the pairs of seed
+    ``s`` get seeds ``s * P + i``), so the targets of one seed never share noise."""
     prompts = list(range(task.num_classes)) if task.uses_prompt else [-1]
-    return [(p, s) for s in seeds for p in prompts]
+    n = len(prompts)
+    return [(p, s * n + i) for s in seeds for i, p in enumerate(prompts)]
 
 
 def evaluate(

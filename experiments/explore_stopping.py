@@ -27,19 +27,7 @@ from adaptive_tts.tasks import build_task
 from controllers.closed_loop import StoppingController
 from controllers.fixed import FixedController
 from controllers.reliability import fit_reliability
-from experiments.frontier import run_arm
-
-
-class _Moved:
-    """A fixed controller with another neighbour move (the move ablation)."""
-
-    def __init__(self, ctrl: Any, move: str) -> None:
-        self.ctrl, self.move = ctrl, move
-
-    def decide(self, step: Any) -> Any:
-        knobs = self.ctrl.decide(step)
-        knobs.move = self.move
-        return knobs
+from experiments.frontier import GaussianMove, run_arm
 
 
 def pairs(task: Any, count: int, base: int) -> tuple[list[int], torch.Tensor]:
@@ -141,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         ctrl = StoppingController(model, sampler=sampler, **opts)
         label = "stop " + (" ".join(f"{k}={v}" for k, v in change.items()) or "default")
         arms.append((label, {"controller": ctrl}))
-    for move in () if args.no_fixed else ("additive", "gaussian"):
-        ctrl = FixedController(n=4, k=4)
-        arms.append((f"fixed N=4 K=4 move={move}", {"controller": _Moved(ctrl, move)}))
+    if not args.no_fixed:  # the move ablation
+        arms.append(("fixed N=4 K=4 move=additive", {"controller": FixedController(n=4, k=4)}))
+        gauss = GaussianMove(FixedController(n=4, k=4))
+        arms.append(("fixed N=4 K=4 move=gaussian", {"controller": gauss}))
     rows = []
     for label, kw in arms:
         r, n, h, _, secs = run(task, sampler, ev_seeds, ev_prompts, args, **kw)

@@ -11,7 +11,8 @@ import torch
 
 from adaptive_tts.sampling import initial_noise, make_generators, make_sampler
 from adaptive_tts.search import eps_greedy
-from controllers.closed_loop import StoppingController, plain_costs
+from controllers.budget import plain_cost
+from controllers.closed_loop import StoppingController
 from controllers.fixed import FixedController
 from controllers.reliability import ReliabilityModel, fit_reliability
 
@@ -76,7 +77,7 @@ def test_stopped_samples_are_charged_nothing(gmm: Any, target_reward: Any, model
     res = search(
         gmm, target_reward, list(range(40)), controller=StoppingController(model, 0.9, n=2, k_max=4)
     )
-    plain = sum(plain_costs(SAMPLER))
+    plain = sum(plain_cost(SAMPLER))
     for b, tr in enumerate(res.traces):
         ran = sum(st["knobs"]["k_done"] for st in tr["steps"] if st["searchable"])
         assert int(res.nfe[b]) == plain + 2 * ran  # N=2 calls per iteration, nothing else
@@ -88,7 +89,7 @@ def test_stopped_samples_are_charged_nothing(gmm: Any, target_reward: Any, model
 def test_budgets_never_exceeded(
     gmm: Any, target_reward: Any, model: Any, mode: str, spread: str
 ) -> None:
-    plain = sum(plain_costs(SAMPLER))
+    plain = sum(plain_cost(SAMPLER))
     for budget in (plain, plain + 7, plain + 30):
         ctrl = StoppingController(
             model,
@@ -111,7 +112,7 @@ def test_budgets_never_exceeded(
 def test_budget_rolls_over(gmm: Any, target_reward: Any, model: Any) -> None:
     """NFEs a sample did not need at a step stay in its pool: its later caps grow beyond the
     even share it started with, and the whole budget is still respected."""
-    plain = sum(plain_costs(SAMPLER))
+    plain = sum(plain_cost(SAMPLER))
     ctrl = StoppingController(model, 0.9, n=1, k_max=8, budget=plain + 20, sampler=SAMPLER)
     res = search(gmm, target_reward, list(range(8)), controller=ctrl)
     grew = 0
@@ -123,7 +124,7 @@ def test_budget_rolls_over(gmm: Any, target_reward: Any, model: Any) -> None:
 
 
 def test_decisions_do_not_depend_on_the_batch(gmm: Any, target_reward: Any, model: Any) -> None:
-    plain = sum(plain_costs(SAMPLER))
+    plain = sum(plain_cost(SAMPLER))
     ctrl = StoppingController(model, 0.9, n=2, k_max=4, budget=plain + 16, sampler=SAMPLER)
     alone = search(gmm, target_reward, [7], controller=ctrl)
     batch = search(gmm, target_reward, [3, 7, 11, 19], controller=ctrl)
