@@ -6,9 +6,12 @@ Methods, tasks, samplers and controller kinds come from their registries
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from experiments.cli.bench import add_bench, add_demo, cmd_bench, cmd_demo
 from experiments.cli.calibrate import add_calibrate, add_fit, cmd_calibrate, cmd_fit
+from experiments.cli.errors import UsageError, one_line
 from experiments.cli.sample import add_sample, cmd_sample
 
 __all__ = ["main"]
@@ -22,16 +25,23 @@ def main(argv: list[str] | None = None) -> int:
     add_calibrate(sub)
     add_fit(sub)
     add_bench(sub)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks (also ADAPTIVE_TTS_DEBUG=1)"
+    )
     args = parser.parse_args(argv)
-    if args.command == "bench":
-        return cmd_bench(args)
-    if args.command == "calibrate":
-        return cmd_calibrate(args)
-    if args.command == "fit":
-        return cmd_fit(args)
-    if args.command == "sample":
-        return cmd_sample(args)
-    if args.command == "demo":
-        return cmd_demo(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    commands = {
+        "bench": cmd_bench,
+        "calibrate": cmd_calibrate,
+        "fit": cmd_fit,
+        "sample": cmd_sample,
+        "demo": cmd_demo,
+    }
+    debug = args.debug or os.environ.get("ADAPTIVE_TTS_DEBUG", "") not in ("", "0")
+    try:
+        return commands[args.command](args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError) as err:
+        # expected errors name their option, file or key: one line, exit code 2
+        if debug:
+            raise
+        print(one_line(err), file=sys.stderr)
+        return 2

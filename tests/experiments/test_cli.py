@@ -84,14 +84,18 @@ def test_console_script_entry_point() -> None:
     assert json.loads(out.stdout.strip().splitlines()[-1])["nfe"] == 7
 
 
-def test_bad_class_is_clear() -> None:
-    with pytest.raises(ValueError, match="class"):
-        main(["sample", "--model", "gmm", "--class", "9", "--batch", "1", "--steps", "4"])
+def test_bad_class_is_clear(capsys) -> None:
+    assert main(["sample", "--model", "gmm", "--class", "9", "--batch", "1", "--steps", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("adaptive-tts: error:") and "class" in err[0]
+    with pytest.raises(ValueError, match="class"):  # --debug: the traceback
+        main(["--debug", "sample", "--model", "gmm", "--class", "9", "--batch", "1"])
 
 
 def test_cuda_graphs_need_a_cuda_device() -> None:
+    argv = ["sample", "--model", "gmm", "--batch", "1", "--steps", "4", "--cuda-graphs"]
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
-        main(["sample", "--model", "gmm", "--batch", "1", "--steps", "4", "--cuda-graphs"])
+        main(["--debug", *argv])
 
 
 def test_generator_device_reaches_the_search(capsys) -> None:
