@@ -64,9 +64,33 @@ def summarise(
             row["calibration_nfe"] = cal
             row["break_even_samples"] = cal / saved if saved > 0 else None
         rows.append(row)
+    matched = _matched(rows, records, clusters, budgets, multiples, ("fixed", "baseline"))
+    matched_k = _matched(rows, records, clusters, budgets, multiples, ("fixed",))
+    return {
+        "arms": rows,
+        "matched": matched,
+        "best_at_budget": _best(matched),
+        "best_vs_fixed_k": _best(matched_k),
+        "best_peer_at_budget": _best(matched, ("peer",)),
+        "adaptive_vs_peer": _versus(records, clusters, _best(matched), _best(matched, ("peer",))),
+        "table": _table(rows, _best(matched)),
+    }
+
+
+def _matched(
+    rows: list[dict[str, Any]],
+    records: dict[str, dict[str, Any]],
+    clusters: list[int],
+    budgets: list[float],
+    multiples: list[float],
+    fixed_families: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Every adaptive/learned/peer arm within each budget, paired against the best arm of
+    ``fixed_families`` within it (``("fixed",)``: fixed-K eps-greedy only; with ``"baseline"``:
+    also naive, best-of-N, the sigma window and beam search)."""
     matched = []
     for b, m in zip(budgets, multiples):
-        fixed = [x for x in rows if x["family"] in ("fixed", "baseline") and x["nfe"] <= b + 1e-9]
+        fixed = [x for x in rows if x["family"] in fixed_families and x["nfe"] <= b + 1e-9]
         if not fixed:
             continue
         best = max(fixed, key=lambda x: x["reward"]["value"])
@@ -88,14 +112,28 @@ def summarise(
                     "eval_diff": paired(e, be, clusters),
                 }
             )
-    return {
-        "arms": rows,
-        "matched": matched,
-        "best_at_budget": _best(matched),
-        "best_peer_at_budget": _best(matched, ("peer",)),
-        "adaptive_vs_peer": _versus(records, clusters, _best(matched), _best(matched, ("peer",))),
-        "table": _table(rows, _best(matched)),
+    return matched
+
+
+def resummarise(path: Path) -> dict[str, Any]:
+    """Recompute a committed ``frontier_<task>.json``'s summaries from its per-pair records
+    (after a change to the statistics; no arm is re-run) and rewrite it atomically."""
+    res = json.loads(path.read_text())
+    n = len(res["pairs"])
+    records = {
+        row["arm"]: {
+            **res["per_pair"][row["arm"]],
+            "family": row["family"],
+            "seconds": row["seconds_per_sample"] * n,
+            **({"calibration_nfe": row["calibration_nfe"]} if "calibration_nfe" in row else {}),
+        }
+        for row in res["arms"]
     }
+    clusters = [s for _, s in res["pairs"]]
+    multiples = res.get("budget_multiples") or [b / res["naive_nfe"] for b in res["budgets_nfe"]]
+    res |= summarise(records, clusters, res["budgets_nfe"], multiples)
+    _atomic(path, json.dumps(res, indent=1))
+    return res
 
 
 def _versus(
@@ -286,8 +324,9 @@ def plot_frontier(result: dict[str, Any], path: Path, name: str) -> None:
     plt.close(fig)
 
 
-def markdown(results_dir: Path, tasks: list[str]) -> str:
-    """The README's matched-budget table from committed ``frontier_<task>.json`` files."""
+def markdown(results_dir: Path, tasks: list[str], key: str = "best_at_budget") -> str:
+    """The README's matched-budget table from committed ``frontier_<task>.json`` files
+    (``key="best_vs_fixed_k"``: against the best fixed-K eps-greedy arm only)."""
     lines = [
         "| task | budget | best adaptive (NFEs) | best fixed (NFEs) | reward diff | eval diff |",
         "|---|---|---|---|---|---|",
@@ -298,7 +337,7 @@ def markdown(results_dir: Path, tasks: list[str]) -> str:
 
     for task in tasks:
         res = json.loads((results_dir / f"frontier_{task}.json").read_text())
-        best = {x["budget_multiple"]: x for x in res["best_at_budget"]}
+        best = {x["budget_multiple"]: x for x in res[key]}
         multiples = res.get("budget_multiples") or [
             b / res["naive_nfe"] for b in res["budgets_nfe"]
         ]
@@ -334,9 +373,26 @@ def markdown_peers(results_dir: Path, tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    import argparse
 
-    peers = sys.argv[1] == "--peers"
-    args = sys.argv[2:] if peers else sys.argv[1:]
-    print((markdown_peers if peers else markdown)(Path(args[0]), args[1:]))
+    ap = argparse.ArgumentParser(description="Markdown tables from frontier_<task>.json files.")
+    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("tasks", nargs="+")
+    ap.add_argument("--peers", action="store_true", help="ours vs the best adaptive peer")
+    ap.add_argument("--fixed-k", action="store_true", help="vs the best fixed-K arm only")
+    ap.add_argument("--resummarise", action="store_true", help="recompute summaries first")
+    args = ap.parse_args(argv)
+    if args.resummarise:
+        for task in args.tasks:
+            resummarise(args.results_dir / f"frontier_{task}.json")
+    if args.peers:
+        print(markdown_peers(args.results_dir, args.tasks))
+    else:
+        key = "best_vs_fixed_k" if args.fixed_k else "best_at_budget"
+        print(markdown(args.results_dir, args.tasks, key))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

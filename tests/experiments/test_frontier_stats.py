@@ -56,3 +56,34 @@ def test_matched_budget_picks_the_best_fixed_arm_within_budget() -> None:
     assert at[(6.0, "adaptive")]["best_fixed"] == "fixed dear"
     assert at[(6.0, "adaptive")]["reward_diff"]["verdict"] == "worse"
     assert "adaptive" in res["table"]
+
+
+def test_fixed_k_comparison_leaves_out_baselines_and_resummarise_round_trips(tmp_path) -> None:
+    """``best_vs_fixed_k`` compares against fixed-K arms only (a strong baseline such as beam
+    search is left out); ``resummarise`` rebuilds the same summaries from per-pair records."""
+    import json
+
+    from experiments.frontier_stats import resummarise, write_outputs
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(size=40)
+    records = {
+        "eps-greedy(4,20)": _rec(list(base + 0.5), 1000.0, "reference"),
+        "fixed": _rec(list(base), 90.0, "fixed"),
+        "beam": _rec(list(base + 0.4), 90.0, "baseline"),
+        "adaptive": _rec(list(base + 0.2), 80.0, "adaptive"),
+    }
+    pairs = [(0, s) for s in range(40)]
+    res = summarise(records, [s for _, s in pairs], [100.0], [2.0])
+    assert res["best_at_budget"][0]["best_fixed"] == "beam"
+    assert res["best_at_budget"][0]["reward_diff"]["verdict"] == "worse"
+    assert res["best_vs_fixed_k"][0]["best_fixed"] == "fixed"
+    assert res["best_vs_fixed_k"][0]["reward_diff"]["verdict"] == "better"
+    result = {**res, "pairs": pairs, "budgets_nfe": [100.0], "budget_multiples": [2.0],
+              "naive_nfe": 50.0, "heldout_pairs": 40}  # fmt: skip
+    write_outputs(result, records, tmp_path, "toy")
+    path = tmp_path / "frontier_toy.json"
+    before = json.loads(path.read_text())
+    after = resummarise(path)
+    assert after["best_vs_fixed_k"] == before["best_vs_fixed_k"]
+    assert after["arms"] == before["arms"]
