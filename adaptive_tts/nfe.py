@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from adaptive_tts.compute import active_meter
+
 Purpose = Literal["step", "score", "rollout"]
 PURPOSES: tuple[Purpose, ...] = ("step", "score", "rollout")
 
@@ -71,6 +73,9 @@ class Ledger:
         else:  # a fill on the device, not a host-to-device copy (which would synchronise)
             sig = torch.full((1,), float(sigma), dtype=torch.float32, device=x.device)
         sig = sig.expand(m) if sig.numel() == 1 else sig
+        meter = active_meter()  # the complete compute ledger, when one is active
+        t0 = meter.clock(x) if meter is not None else 0.0
+        calls0 = self.network_calls
         cap: int | None = getattr(self, "_oom_cap", None)  # learnt from an earlier OOM
         step = min(self.max_batch or m, cap or m)
         outs = []
@@ -79,7 +84,10 @@ class Ledger:
             c = None if cond is None else cond[s : s + step]
             try:
                 with torch.no_grad():
-                    out = self.denoiser(x[s : s + step], sig[s : s + step], c)
+                    if meter is None:
+                        out = self.denoiser(x[s : s + step], sig[s : s + step], c)
+                    else:
+                        out = meter.call(self.denoiser, x[s : s + step], sig[s : s + step], c)
             except torch.cuda.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -96,11 +104,18 @@ class Ledger:
         self.counts[purpose].index_add_(
             0, owner.cpu(), torch.full((m,), self.nfe_per_call, dtype=torch.long)
         )
+        if meter is not None:
+            seconds = meter.clock(x) - t0
+            calls = self.network_calls - calls0
+            meter.network(m, m * self.nfe_per_call, purpose, sigma, seconds, calls)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def charge_reward(self, owner: Tensor) -> None:
         """Record one reward evaluation for each row owned by ``owner`` ``(M,)``."""
         self.reward_calls.index_add_(0, owner.cpu(), torch.ones(owner.shape[0], dtype=torch.long))
+        meter = active_meter()
+        if meter is not None:
+            meter.charge_reward(int(owner.shape[0]))
 
     @property
     def per_sample(self) -> Tensor:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from adaptive_tts.registry import Registry
 from adaptive_tts.rewards import Brightness, ClassifierReward, Compressibility, OnImages
+from adaptive_tts.sampling import Sampler
 from adaptive_tts.types import Denoiser, Reward
 
 
@@ -42,6 +43,8 @@ class Unconditional:
 
 
 Evaluate = Callable[[Tensor, Tensor | None], dict[str, Tensor]]
+SamplerFactory = Callable[[str | None, int | None], Sampler]
+"""``factory(name or None, steps or None) -> Sampler``: a model's own samplers and defaults."""
 
 
 @dataclass
@@ -63,6 +66,9 @@ class Backend:
     evaluate: Evaluate
     sigma_max: float = 80.0
     target: Reward | None = None
+    prompts: list[str] | None = None
+    sampler: SamplerFactory | None = None
+    counters: Callable[[], dict[str, int]] | None = None
 
 
 @dataclass
@@ -79,9 +85,15 @@ class Task:
     uses_prompt: bool
     evaluate: Evaluate = field(repr=False)
     sigma_max: float = 80.0
+    prompt_texts: list[str] | None = None
+    sampler_factory: SamplerFactory | None = field(default=None, repr=False)
+    counters: Callable[[], dict[str, int]] | None = field(default=None, repr=False)
 
     def prompts(self, classes: list[int] | int | None, batch: int) -> Tensor:
-        """Prompt tensor ``(batch,)``: given classes (cycled), or ``-1`` when unused."""
+        """Prompt tensor ``(batch,)``: given classes (cycled), or ``-1`` when unused. A text
+        task (:attr:`prompt_texts` set) cycles over all its prompts when ``classes`` is None."""
+        if classes is None and self.prompt_texts:
+            classes = list(range(len(self.prompt_texts)))
         if not self.uses_prompt or classes is None:
             if self.uses_prompt:
                 raise ValueError(f"task {self.name!r} needs a class (--class)")
@@ -91,6 +103,25 @@ class Task:
             if not 0 <= c < self.num_classes:
                 raise ValueError(f"class must lie in [0, {self.num_classes - 1}], got {c}")
         return torch.tensor([cl[i % len(cl)] for i in range(batch)], dtype=torch.long)
+
+    def make_sampler(self, name: str | None = None, steps: int | None = None) -> Sampler:
+        """The model's sampler ``name`` with ``steps`` (``None``: the model's defaults: EDM
+        Heun with 18 steps for EDM models, DDIM eta=1 for SD-family, the flow SDE for SD3/FLUX)."""
+        if self.sampler_factory is not None:
+            return self.sampler_factory(name, steps)
+        from adaptive_tts.registry import SAMPLERS
+
+        return SAMPLERS[name or "heun"](steps or 18, sigma_max=self.sigma_max)
+
+    def prompt_text(self, cond: Tensor | None) -> list[str] | None:
+        """The prompt text of each sample (``None`` for tasks without text prompts)."""
+        if cond is None or not self.prompt_texts:
+            return None
+        return [self.prompt_texts[int(c)] for c in cond.tolist()]
+
+    def compute_counters(self) -> dict[str, int]:
+        """Running counters of work outside the ledger (``vae_decodes``, ...), by name."""
+        return dict(self.counters()) if self.counters is not None else {}
 
 
 @dataclass(frozen=True)
@@ -220,10 +251,29 @@ def build_task(name: str | TaskSpec | Mapping[str, Any], device: str = "cpu") ->
     backend = build_model(device)
     reward = build_reward(backend, device)
     uses_prompt = spec.conditional or spec.reward in PROMPTED_REWARDS
-    denoiser = backend.denoiser if spec.conditional else Unconditional(backend.denoiser)
+    return combine(task_name, backend, reward, spec.conditional, uses_prompt)
+
+
+def combine(
+    task_name: str,
+    backend: Backend,
+    reward: Reward,
+    conditional: bool,
+    uses_prompt: bool,
+    eval_reward: Reward | None = None,
+) -> Task:
+    """A :class:`Task` from a built backend and reward. ``conditional``: the prompt conditions
+    the denoiser; ``uses_prompt``: samples carry a prompt (class or prompt index);
+    ``eval_reward``: a held-out judge reported by :attr:`Task.evaluate` as ``eval_reward``."""
+    denoiser = backend.denoiser if conditional else Unconditional(backend.denoiser)
 
     def evaluate(x0: Tensor, cond: Tensor | None) -> dict[str, Tensor]:
-        return backend.evaluate(x0, cond if uses_prompt else None)
+        c = cond if uses_prompt else None
+        out = backend.evaluate(x0, c)
+        if eval_reward is not None:
+            with torch.no_grad():
+                out["eval_reward"] = eval_reward(x0, c).float().cpu()
+        return out
 
     return Task(
         task_name,
@@ -236,4 +286,7 @@ def build_task(name: str | TaskSpec | Mapping[str, Any], device: str = "cpu") ->
         uses_prompt,
         evaluate,
         sigma_max=backend.sigma_max,
+        prompt_texts=backend.prompts,
+        sampler_factory=backend.sampler,
+        counters=backend.counters,
     )

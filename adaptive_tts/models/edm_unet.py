@@ -120,10 +120,12 @@ class EDMUNetDenoiser(nn.Module):
         """Load from a local directory written by :meth:`save_pretrained` (never downloads)."""
         from diffusers import UNet2DModel
 
+        from adaptive_tts.quiet import diffusers_kwargs
+
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"no UNet2DModel config.json in {directory}")
-        unet = UNet2DModel.from_pretrained(directory, local_files_only=True, torch_dtype=dtype)
+        unet = UNet2DModel.from_pretrained(directory, torch_dtype=dtype, **diffusers_kwargs())
         cfg_path = directory / EDM_CONFIG
         cfg = EDMConfig()
         if cfg_path.is_file():

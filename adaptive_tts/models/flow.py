@@ -315,7 +315,9 @@ class FlowT2I(FlowDenoiser):
             raise ValueError(
                 f"{tdir}: transformer class must be one of {list(classes)}, got {name!r}"
             )
-        kw: dict[str, Any] = {"local_files_only": True, "torch_dtype": dtype}
+        from adaptive_tts.quiet import diffusers_kwargs
+
+        kw: dict[str, Any] = {**diffusers_kwargs(), "torch_dtype": dtype}
         transformer = classes[name].from_pretrained(tdir, **kw)
         vae = None
         if (root / "vae" / "config.json").is_file():
@@ -327,18 +329,31 @@ class FlowT2I(FlowDenoiser):
 
 
 def pipeline_encoder(
-    directory: str | os.PathLike[str], kind: Kind, device: str = "cpu", dtype: Any = None
+    directory: str | os.PathLike[str],
+    kind: Kind,
+    device: str = "cpu",
+    dtype: Any = None,
+    transformer: Any = None,
 ) -> Callable[[list[str]], tuple[Tensor, Tensor]]:
     """``encode(prompts) -> (embeds, pooled)`` from a local SD3 / FLUX pipeline's own text
-    encoders (loaded without transformer and VAE). Only exercised against the diffusers API
-    signatures, not tested on real weights here."""
+    encoders (loaded without the VAE; ``transformer``: an already loaded one, whose config SD3
+    reads when it has no T5 encoder). Tested on a tiny SD3 pipeline without T5
+    (tests/models/test_model_specs.py), not on real weights."""
     from diffusers import DiffusionPipeline
 
     root = Path(directory)
     if not (root / "model_index.json").is_file():
         raise FileNotFoundError(f"no model_index.json in {root} (needed for the text encoders)")
+    index = json.loads((root / "model_index.json").read_text())
+    absent = {  # components the pipeline saved as null (SD3 without T5: diffusers uses zeros)
+        k: None for k, v in index.items() if isinstance(v, list) and (not v or v[0] is None)
+    }
+    for opt in ("text_encoder_3", "tokenizer_3") if kind == "sd3" else ():
+        if opt not in index:
+            absent[opt] = None
+    kw: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     pipe: Any = DiffusionPipeline.from_pretrained(
-        root, transformer=None, vae=None, local_files_only=True, torch_dtype=dtype
+        root, transformer=transformer, vae=None, local_files_only=True, **absent, **kw
     ).to(device)
 
     @torch.no_grad()

@@ -392,7 +392,9 @@ class LatentT2I(nn.Module):
                 raise FileNotFoundError(
                     f"pipeline directory {root} lacks component {comp!r} (expected {root / rel})"
                 )
-        kw: dict[str, Any] = {"local_files_only": True, "torch_dtype": dtype, "variant": variant}
+        from adaptive_tts.quiet import diffusers_kwargs
+
+        kw: dict[str, Any] = {**diffusers_kwargs(), "torch_dtype": dtype, "variant": variant}
         unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", **kw)
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", **kw)
         if dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
@@ -400,7 +402,8 @@ class LatentT2I(nn.Module):
         parts: list[tuple[str, str, Any]] = [("text_encoder", "tokenizer", CLIPTextModel)]
         if sdxl:  # the second encoder gives the pooled embedding
             parts.append(("text_encoder_2", "tokenizer_2", CLIPTextModelWithProjection))
-        encoders = [enc_cls.from_pretrained(root / enc, **kw) for enc, _, enc_cls in parts]
+        tkw = {"local_files_only": True, "torch_dtype": dtype, "variant": variant}
+        encoders = [enc_cls.from_pretrained(root / enc, **tkw) for enc, _, enc_cls in parts]
         tokenizers = [
             CLIPTokenizer.from_pretrained(root / tok, local_files_only=True) for _, tok, _ in parts
         ]

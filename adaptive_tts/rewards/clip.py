@@ -20,6 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PathLike = str | os.PathLike[str]
+CHECKPOINT_NAMES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
+"""Weights files of open_clip's hub layout, in the order looked for."""
 
 
 def _existing(path: PathLike, what: str) -> Path:
@@ -71,6 +77,21 @@ class CLIPBackbone:
         self._text: dict[str, Tensor] = {}
         self.text_encodes = 0  # prompts actually encoded (cache misses)
         self.image_encodes = 0
+
+    @classmethod
+    def from_dir(cls, directory: PathLike, **kwargs: Any) -> CLIPBackbone:
+        """An open_clip model saved in the hub layout (``open_clip_config.json`` and one of
+        :data:`CHECKPOINT_NAMES`), loaded with open_clip's ``local-dir:`` schema."""
+        root = Path(directory)
+        if not (root / "open_clip_config.json").is_file():
+            raise FileNotFoundError(
+                f"{root} is not an open_clip model directory (expected open_clip_config.json)"
+            )
+        ckpt = next((root / n for n in CHECKPOINT_NAMES if (root / n).is_file()), None)
+        if ckpt is None:
+            names = ", ".join(CHECKPOINT_NAMES)
+            raise FileNotFoundError(f"{root} holds no open_clip weights (one of {names})")
+        return cls(f"local-dir:{root}", ckpt, **kwargs)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> normalised ``(B, 3, h, w)`` at the model's size."""
