@@ -257,7 +257,8 @@ def make_task(
         eval_reward: a held-out judge spec; :attr:`Task.evaluate` reports it as ``eval_reward``.
         prompts: text prompts (text models; clip rewards score against them).
         conditional: the prompt/class conditions the denoiser. ``None``: yes for text models
-            and for the built-in models with the ``target`` reward (``mnist-cond``), else no.
+            and for mnist with the ``target`` reward (``mnist-cond``), else no (``gmm-target``,
+            ``mnist-brightness``, ``edm:DIR``).
     Returns:
         The task; with a built-in model and reward it is the registered task of that name
         (``make_task("mnist")`` is ``build_task("mnist-cond")``).
@@ -271,7 +272,8 @@ def make_task(
             raise ValueError(f"model {model!r} needs a reward (e.g. brightness, clip:DIR)")
         reward = "target"
     specs = [reward] if isinstance(reward, str) else list(reward)
-    cond = conditional if conditional is not None else (text or specs == ["target"])
+    default = text or (scheme == "mnist" and specs == ["target"])  # mnist-cond; gmm-target
+    cond = conditional if conditional is not None else default
     if scheme in MODELS and len(specs) == 1 and specs[0] in ("target", "brightness", "compress"):
         if eval_reward is None:  # the registered task itself (golden outputs stay as they are)
             spec = TaskSpec(scheme, specs[0], cond)

@@ -204,7 +204,11 @@ def _from_object(obj: Any, arg: str | None, ctx: RewardContext, spec: str) -> Re
     space = getattr(obj, "space", "images")
     if space not in ("images", "samples"):
         raise ValueError(f"reward {spec!r}: space must be 'images' or 'samples', got {space!r}")
-    return OnImages(obj, ctx.to_image) if space == "images" else obj
+    if space == "samples":
+        return obj
+    on_images = OnImages(obj, ctx.to_image)
+    on_images.name = spec  # its own finiteness check names the spec
+    return on_images
 
 
 def build_reward(spec: str, ctx: RewardContext) -> CheckedReward:
