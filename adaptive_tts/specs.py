@@ -197,10 +197,10 @@ def _flow(scheme: str) -> ModelBuilder:
         )  # fmt: skip
         encode = o.encode or pipeline_encoder(
             root,
-            scheme,
+            scheme,  # type: ignore[arg-type]
             device,
             o.dtype,
-            transformer=model.transformer,  # type: ignore[arg-type]
+            transformer=model.transformer,
         )
         model.set_prompts(prompts, encode)
         sched = root / "scheduler" / "scheduler_config.json"
