@@ -19,6 +19,8 @@ and against the best fixed arm at each budget (:mod:`experiments.frontier_stats`
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from adaptive_tts.types import Knobs, StepInfo
 from controllers.budget import BudgetController
 from controllers.closed_loop import fit_stopping
 from controllers.registry import make_controller
-from experiments.frontier_stats import summarise, write_outputs
+from experiments.frontier_stats import load_records, summarise, write_outputs
 from experiments.pairs import run_pairs
 from experiments.runner import prepare_task
 
@@ -245,6 +247,9 @@ def arms(
         ("stopping t=0.7 c=0.9", "logistic", 0.7, {"confidence": 0.9}),
         ("stopping t=0.9 c=0.9", "logistic", 0.9, {"confidence": 0.9}),
         ("stopping t=0.9 c=0.95 K<=16", "logistic", 0.9, {"confidence": 0.95, "k_max": 16}),
+        ("stopping t=0.5 c=0.9 K<=2", "logistic", 0.5, {"confidence": 0.9, "k_max": 2}),
+        ("stopping t=0.9 c=0.9 K<=2", "logistic", 0.9, {"confidence": 0.9, "k_max": 2}),
+        ("stopping t=0.99 c=0.9 K<=2", "logistic", 0.99, {"confidence": 0.9, "k_max": 2}),
         ("stopping t=0.99 c=0.9", "logistic", 0.99, {"confidence": 0.9}),
         ("stopping t=0.99 c=0.95", "logistic", 0.99, {"confidence": 0.95}),
         ("stopping t=0.999 c=0.95", "logistic", 0.999, {"confidence": 0.95}),
@@ -261,18 +266,21 @@ def arms(
     # calibration pairs fit the budget; ``budgeted``: every setting run on the calibration pairs
     # under the hard per-batch budget itself. The chosen one is deployed under that budget.
     tried = []
+    hard_budgets = args.hard_budgets or args.budgets
     for label, model, target, opts in list(closed):
+        if args.settings and not re.search(args.settings, label):
+            continue
         ctrl = stopping(model, target, **opts)
         if model != "logistic" or ctrl is None:
             continue
-        for m in [None] if args.select == "unbudgeted" else args.budgets:
+        for m in [None] if args.select == "unbudgeted" else hard_budgets:
             run_opts = opts if m is None else {**opts, **hard_budget(m * naive_nfe)}
             rec = run_arm(task, sampler, cal_pairs, args, "eps-greedy",
                           controller=stopping(model, target, **run_opts))  # fmt: skip
             nfe, reward = float(np.mean(rec["nfe"])), float(np.mean(rec["reward"]))
             tried.append((m, nfe, reward, label, target, opts))
             cal_nfe += float(np.sum(rec["nfe"]))
-    for m in args.budgets:
+    for m in hard_budgets:
         fit_in = [t for t in tried if t[0] in (None, m) and t[1] <= m * naive_nfe + 1e-9]
         if not fit_in:
             continue
@@ -310,6 +318,8 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
     records: dict[str, dict[str, Any]] = {}
     failed: list[dict[str, str]] = []
     for arm in arms(task, sampler, cal, cal_pairs, args, naive_nfe):
+        if args.only and not re.search(args.only, arm["label"]):
+            continue
         try:
             rec = run_arm(task, sampler, eval_pairs, args, arm["method"], **arm["options"])
         except (RuntimeError, ValueError) as err:  # recorded and printed, the other arms go on
@@ -324,6 +334,24 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
             f"NFEs {sum(rec['nfe']) / len(rec['nfe']):.1f}  ({rec['seconds']:.1f}s)",
             flush=True,
         )
+    merged: list[dict[str, Any]] = []
+    select = args.select
+    if args.merge:  # add these arms to the committed run's (same pairs, same noise)
+        prev = json.loads((args.out / f"frontier_{name}.json").read_text())
+        if [tuple(p) for p in prev["pairs"]] != eval_pairs or prev["sampler"] != sampler.describe():
+            raise ValueError(f"--merge: frontier_{name}.json has other pairs or another sampler")
+        merged = prev.get("merged", []) + [
+            {
+                "only": args.only,
+                "settings": args.settings,
+                "hard_budgets": args.hard_budgets,
+                "select": args.select,
+                "arms": sorted(records),
+            }
+        ]
+        records = {**load_records(prev), **records}
+        failed = prev.get("failed_arms", []) + failed
+        select = prev["select"]  # the committed run's; each merge records its own
     clusters = [s for _, s in eval_pairs]  # every pair its own noise: one cluster each
     result = summarise(records, clusters, [m * naive_nfe for m in args.budgets], args.budgets)
     result |= {
@@ -344,7 +372,8 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
         "naive_nfe": naive_nfe,
         "budgets_nfe": [m * naive_nfe for m in args.budgets],
         "budget_multiples": list(args.budgets),
-        "select": args.select,
+        "select": select,
+        "merged": merged,
     }
     write_outputs(result, records, args.out, name)
     return result
@@ -377,6 +406,22 @@ def main(argv: list[str] | None = None) -> int:
         help="how a hard-budget arm picks its setting on the calibration pairs",
     )
     ap.add_argument("--out", type=Path, default=Path("experiments/results/frontier"))
+    ap.add_argument("--only", default=None, help="run only the arms whose label matches (regex)")
+    ap.add_argument(
+        "--settings",
+        default=None,
+        help="try only the stopping settings whose label matches (regex) for the hard-budget arms",
+    )
+    ap.add_argument(
+        "--hard-budgets",
+        type=float,
+        nargs="+",
+        default=None,
+        help="budgets (multiples) that get a hard-budget stopping arm (default: --budgets)",
+    )
+    ap.add_argument(
+        "--merge", action="store_true", help="add the arms run to --out's frontier_<task>.json"
+    )
     args = ap.parse_args(argv)
     device = args.device
     for name in args.task or ["mnist-target"]:

@@ -115,12 +115,11 @@ def _matched(
     return matched
 
 
-def resummarise(path: Path) -> dict[str, Any]:
-    """Recompute a committed ``frontier_<task>.json``'s summaries from its per-pair records
-    (after a change to the statistics; no arm is re-run) and rewrite it atomically."""
-    res = json.loads(path.read_text())
+def load_records(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-arm records of a committed ``frontier_<task>.json`` (per-pair values + family,
+    seconds, calibration NFEs), as :func:`summarise` takes them."""
     n = len(res["pairs"])
-    records = {
+    return {
         row["arm"]: {
             **res["per_pair"][row["arm"]],
             "family": row["family"],
@@ -129,9 +128,15 @@ def resummarise(path: Path) -> dict[str, Any]:
         }
         for row in res["arms"]
     }
+
+
+def resummarise(path: Path) -> dict[str, Any]:
+    """Recompute a committed ``frontier_<task>.json``'s summaries from its per-pair records
+    (after a change to the statistics; no arm is re-run) and rewrite it atomically."""
+    res = json.loads(path.read_text())
     clusters = [s for _, s in res["pairs"]]
     multiples = res.get("budget_multiples") or [b / res["naive_nfe"] for b in res["budgets_nfe"]]
-    res |= summarise(records, clusters, res["budgets_nfe"], multiples)
+    res |= summarise(load_records(res), clusters, res["budgets_nfe"], multiples)
     _atomic(path, json.dumps(res, indent=1))
     return res
 
