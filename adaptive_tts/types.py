@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -50,16 +52,23 @@ class Knobs:
     move: Literal["additive", "gaussian"] = "additive"
 
     def validate(self, batch: int) -> None:
-        if self.n < 1:
-            raise ValueError(f"n (candidates per iteration) must be >= 1, got {self.n}")
+        """Raise ``ValueError`` naming the knob: ``n`` an integer >= 1, ``k`` an integer tensor
+        ``(B,)`` >= 0 (a float ``2.7`` is refused, not truncated), ``eps`` ``(B,)`` in [0, 1]
+        (NaN refused), ``lam`` finite and >= 0, ``move`` one of the two moves."""
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(
+                f"n (candidates per iteration) must be an integer >= 1, got {self.n!r}"
+            )
         if self.k.shape != (batch,) or self.eps.shape != (batch,):
             raise ValueError(f"knobs k and eps must have shape ({batch},)")
+        if self.k.dtype.is_floating_point or self.k.dtype.is_complex or self.k.dtype == torch.bool:
+            raise ValueError(f"k (iterations) must be an integer tensor, got dtype {self.k.dtype}")
         if (self.k < 0).any():
             raise ValueError(f"k (iterations) must be >= 0, got {self.k.tolist()}")
-        if ((self.eps < 0) | (self.eps > 1)).any():
+        if not ((self.eps >= 0) & (self.eps <= 1)).all():  # NaN fails both comparisons
             raise ValueError(f"eps must lie in [0, 1], got {self.eps.tolist()}")
-        if not self.lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if not (isinstance(self.lam, numbers.Real) and math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
         if self.move not in ("additive", "gaussian"):
             raise ValueError(f"move must be 'additive' or 'gaussian', got {self.move!r}")
 

@@ -52,6 +52,9 @@ class Observations:
 
 def observations(traces: list[dict[str, Any]]) -> Observations:
     """Collect ``(s, log sigma_hat, r_0)`` from eps-greedy traces (see module docstring)."""
+    from controllers.stats import one_setting
+
+    traces = one_setting(traces, vary=("k",))  # budget-varied: only k may differ
     s, ls, r0, tr, ks, fin = [], [], [], [], [], []
     for t, trace in enumerate(traces):
         final = float(trace["final_reward"])

@@ -9,10 +9,13 @@ to the final reward ``r_hat_t - r_0``; across trajectories, the Spearman rank ag
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from adaptive_tts.traces import record_key, run_k, strict_dumps
 
 
 @dataclass
@@ -77,10 +80,50 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def step_stats(traces: list[dict[str, Any]]) -> StepStats:
-    """Collect :class:`StepStats` from eps-greedy / zero-order traces (same sampler and steps)."""
+def trace_setting(trace: dict[str, Any], vary: tuple[str, ...] = ()) -> str:
+    """What a trace was calibrated under, as canonical JSON: task, model, method, sampler and
+    the method's params (less the keys in ``vary``)."""
+    params = {k: v for k, v in dict(trace.get("params") or {}).items() if k not in vary}
+    if "k" not in vary:
+        params["k"] = run_k(trace)  # what it ran with (a controller's k, not the default)
+    keys = ("task", "model", "method", "sampler")
+    return strict_dumps({**{k: trace.get(k) for k in keys}, "params": params}, sort_keys=True)
+
+
+def one_setting(
+    traces: list[dict[str, Any]], vary: tuple[str, ...] = (), what: str = "traces"
+) -> list[dict[str, Any]]:
+    """``traces`` if they share one calibration setting (up to ``vary``, e.g. ``("k",)`` for
+    budget-varied runs), each record once (a duplicate, same settings hash, prompt, seed and k,
+    is dropped); mixed settings (k=3 with k=4, gmm with MNIST) are a ``ValueError``."""
     if not traces:
-        raise ValueError("traces must not be empty")
+        raise ValueError(f"{what} must not be empty")
+    groups: dict[str, int] = {}
+    for t in traces:
+        key = trace_setting(t, vary)
+        groups[key] = groups.get(key, 0) + 1
+    if len(groups) > 1:
+        seen = "; ".join(f"{n} x {_short(json.loads(k))}" for k, n in groups.items())
+        raise ValueError(
+            f"{what} mix {len(groups)} calibration settings ({seen}): fit one at a time "
+            "(--settings HASH, or one directory per setting)"
+        )
+    unique: dict[Any, dict[str, Any]] = {}
+    for i, t in enumerate(traces):
+        unique.setdefault(record_key(t) if "seed" in t else i, t)
+    return list(unique.values())
+
+
+def _short(s: dict[str, Any]) -> str:
+    sampler = s.get("sampler") or {}
+    steps = sampler.get("steps") if isinstance(sampler, dict) else None
+    return f"{s.get('task')}/{s.get('model')} {s.get('method')} {s['params']} steps={steps}"
+
+
+def step_stats(traces: list[dict[str, Any]]) -> StepStats:
+    """Collect :class:`StepStats` from eps-greedy / zero-order traces of one setting
+    (:func:`one_setting`: mixed settings are an error, duplicates count once)."""
+    traces = one_setting(traces)
     ref = traces[0]
     if ref.get("method") not in ("eps-greedy", "zero-order"):
         raise ValueError(f"calibration traces must come from eps-greedy, got {ref.get('method')!r}")
