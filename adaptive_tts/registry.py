@@ -23,7 +23,11 @@ Models, rewards and tasks are registered in :mod:`adaptive_tts.tasks`; controlle
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
+import typing
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 from adaptive_tts.sampling import (
@@ -41,6 +45,11 @@ __all__ = [
     "SAMPLERS",
     "Registry",
     "UnknownNameError",
+    "OPTION_RULES",
+    "RESERVED",
+    "OptionRule",
+    "check_method_options",
+    "check_option_value",
     "check_options",
     "register_sampler",
     "sampler_from_description",
@@ -162,6 +171,120 @@ def check_options(
             raise TypeError(
                 f"{what} {name!r} takes no option {key!r}; its options: {', '.join(allowed)}"
             )
+
+
+@dataclass(frozen=True)
+class OptionRule:
+    """The type and inclusive range of a method option (``many``: a non-empty sequence of
+    such values). The upper bounds keep memory and run time sane; a method checks more."""
+
+    kind: type
+    lo: float
+    hi: float
+    many: bool = False
+
+    @property
+    def allowed(self) -> str:
+        what = "an integer" if self.kind is int else "a finite number"
+        hi = f"{self.hi:g}" if self.kind is float else str(int(self.hi))
+        lo = f"{self.lo:g}" if self.kind is float else str(int(self.lo))
+        one = f"{what} in [{lo}, {hi}]"
+        return (
+            f"a non-empty list of {one.removeprefix('an ').removeprefix('a ')}s"
+            if self.many
+            else one
+        )
+
+    def ok(self, value: Any) -> bool:
+        if self.many:
+            return (
+                isinstance(value, (list, tuple))
+                and len(value) > 0
+                and all(OptionRule(self.kind, self.lo, self.hi).ok(v) for v in value)
+            )
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind is int and not isinstance(value, numbers.Integral):
+            return False
+        return math.isfinite(float(value)) and self.lo <= float(value) <= self.hi
+
+
+OPTION_RULES: dict[str, OptionRule] = {
+    "n": OptionRule(int, 1, 4096),
+    "k": OptionRule(int, 0, 10_000),
+    "eps": OptionRule(float, 0.0, 1.0),
+    "lam": OptionRule(float, 0.0, 1e6),
+    "width": OptionRule(int, 1, 4096),
+    "sims": OptionRule(int, 1, 10_000),
+    "k_global": OptionRule(int, 1, 4096),
+    "k_local": OptionRule(int, 0, 4096),
+    "elites": OptionRule(int, 1, 4096),
+    "beta": OptionRule(float, 0.0, 1.0),
+    "tournament": OptionRule(int, 1, 4096),
+    "population": OptionRule(int, 1, 4096, many=True),
+    "schedule": OptionRule(int, 0, 10_000, many=True),
+    "max_batch": OptionRule(int, 1, 2**24),
+    "budget": OptionRule(int, 0, 10**9),
+    "children": OptionRule(int, 1, 4096),
+    "max_tries": OptionRule(int, 1, 10_000),
+    "every": OptionRule(int, 1, 10_000),
+    "t_start": OptionRule(int, 0, 10_000),
+    "ess_frac": OptionRule(float, 0.0, 1.0),
+    "c": OptionRule(float, 0.0, 1e6),
+}
+"""Types and ranges of the common method options (checked by :func:`check_method_options`;
+an option without a rule is checked against a ``Literal`` annotation when it has one)."""
+
+RESERVED = ("denoiser", "sampler", "x_T", "cond", "reward", "generator")
+"""Arguments a runner passes to a search method itself; an option may not set them."""
+
+
+def check_option_value(
+    name: str, key: str, value: Any, fn: Callable[..., Any] | None = None
+) -> None:
+    """Raise ``ValueError`` ``"<name>=<value> is invalid, allowed: ..."`` if ``value`` breaks
+    the rule of option ``key`` (:data:`OPTION_RULES`, else ``fn``'s ``Literal`` annotation)."""
+    rule = OPTION_RULES.get(key)
+    if rule is not None:
+        if value is not None and not rule.ok(value):
+            raise ValueError(f"{name}={value!r} is invalid, allowed: {rule.allowed}")
+        return
+    if fn is None:
+        return
+    try:
+        hint = typing.get_type_hints(fn).get(key)
+    except Exception:  # an annotation that does not resolve: the method checks it
+        return
+    if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+        choices = ", ".join(repr(a) for a in typing.get_args(hint))
+        raise ValueError(f"{name}={value!r} is invalid, allowed: one of {choices}")
+
+
+def check_method_options(
+    method: str, options: Mapping[str, Any], names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The options of search method ``method`` with ``None`` values dropped, checked: a name
+    the method does not take (or one in :data:`RESERVED`) is a ``TypeError`` naming the option
+    and the method; a value of the wrong type or range is a ``ValueError``. ``names`` maps an
+    option to the name shown in messages (a command-line flag, a config key path)."""
+    fn = METHODS[method]
+    kw = {k: v for k, v in options.items() if v is not None}
+    show = dict(names or {})
+    for key in kw:
+        if key in RESERVED:
+            raise TypeError(
+                f"option {show.get(key, key)!r} of search method {method!r} is set by the runner"
+            )
+    allowed = accepted_options(fn, exclude=RESERVED)
+    for key in kw:
+        if allowed is not None and key not in allowed:
+            raise TypeError(
+                f"search method {method!r} takes no option {show.get(key, key)!r}; "
+                f"its options: {', '.join(show.get(a, a) for a in allowed)}"
+            )
+    for key, value in kw.items():
+        check_option_value(show.get(key, key), key, value, fn)
+    return kw
 
 
 def _builtin_methods() -> Mapping[str, Callable[..., SearchResult]]:

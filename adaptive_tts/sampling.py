@@ -24,6 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from adaptive_tts.seeds import check_seed
+
 Evaluate = Callable[[Tensor, float], Tensor]
 
 
@@ -260,9 +262,12 @@ def make_generators(
     seeds: list[int] | int, device: str | torch.device = "cpu"
 ) -> list[torch.Generator]:
     """One seeded generator per sample (CPU by default: bit-reproducible across machines; a
-    CUDA generator keeps the draws on the GPU)."""
+    CUDA generator keeps the draws on the GPU). Every seed must lie in
+    ``[0, adaptive_tts.seeds.SEED_MAX]`` (:func:`~adaptive_tts.seeds.check_seed`): torch keeps
+    only the low 32 bits, so a larger or negative seed would alias another one."""
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    checked = [check_seed(s, "seed") for s in seeds]
+    return [torch.Generator(device=device).manual_seed(s) for s in checked]
 
 
 def initial_noise(

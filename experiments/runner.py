@@ -8,29 +8,31 @@ from typing import Any
 
 import torch
 
-from adaptive_tts.registry import METHODS, check_options
+from adaptive_tts.registry import METHODS, RESERVED, check_method_options
 from adaptive_tts.sampling import Sampler, initial_noise, make_generators
 from adaptive_tts.tasks import Task, build_task
 from adaptive_tts.types import SearchResult
 
-RESERVED = ("denoiser", "sampler", "x_T", "cond", "reward", "generator")
-"""Arguments :func:`run_method` passes itself; an option may not set them."""
+__all__ = [
+    "RESERVED",
+    "method_kwargs",
+    "prepare_task",
+    "process_shard",
+    "rank_device",
+    "run_method",
+]
 
 
 def method_kwargs(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options for ``method`` with ``None`` values dropped.
+    """The options for ``method`` with ``None`` values dropped
+    (:func:`adaptive_tts.registry.check_method_options`).
 
     Raises:
-        ValueError: ``method`` is not registered (the message lists the registered ones).
+        ValueError: ``method`` is not registered (the message lists the registered ones), or an
+            option's value is out of its type or range.
         TypeError: an option ``method`` does not take (naming the option and the method).
     """
-    fn = METHODS[method]
-    kw = {k: v for k, v in options.items() if v is not None}
-    for key in kw:
-        if key in RESERVED:
-            raise TypeError(f"option {key!r} of search method {method!r} is set by the runner")
-    check_options("search method", method, fn, kw, exclude=RESERVED)
-    return kw
+    return check_method_options(method, options)
 
 
 def run_method(

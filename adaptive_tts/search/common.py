@@ -52,6 +52,11 @@ def check_inputs(
     if x_T.dim() < 2:
         raise ValueError(f"x_T must have shape (B, *S), got {tuple(x_T.shape)}")
     b = x_T.shape[0]
+    if not bool(torch.isfinite(x_T).all()):
+        bad = int((~torch.isfinite(x_T)).sum())
+        raise ValueError(
+            f"x_T holds {bad} non-finite value(s) (NaN/inf), allowed: finite initial noise"
+        )
     if cond is not None and cond.shape != (b,):
         raise ValueError(f"cond must have shape ({b},) to match x_T, got {tuple(cond.shape)}")
     if generator is None:

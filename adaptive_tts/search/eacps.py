@@ -39,6 +39,7 @@ from torch import Tensor
 from adaptive_tts.sampling import Sampler, randn_like_rows
 from adaptive_tts.search.common import SearchContext, check_positive
 from adaptive_tts.search.seed_space import bank_noise, check_beta, gaussian_mix, noised_steps
+from adaptive_tts.seeds import check_seed
 from adaptive_tts.types import Reward, SearchResult
 
 Locality = Literal["noise", "seed"]
@@ -64,15 +65,18 @@ def _seed_noise(
     return starts.to(like), banks.to(like)
 
 
-def _seed_bases(seed_base: int | Sequence[int] | None, b: int) -> list[int] | None:
+def _seed_bases(seed_base: int | Sequence[int] | None, b: int, span: int) -> list[int] | None:
+    """The per-sample seed bases, each checked with the ``span`` seeds ``base .. base + span - 1``
+    it uses in :func:`~adaptive_tts.seeds.check_seed`'s range (no aliasing seeds)."""
     if seed_base is None:
         return None
-    bases = [seed_base] * b if isinstance(seed_base, int) else list(seed_base)
-    if len(bases) != b or any(not isinstance(s, int) or s < 0 for s in bases):
+    many = isinstance(seed_base, (list, tuple))
+    bases = list(seed_base) if many else [seed_base] * b  # type: ignore[arg-type]
+    if len(bases) != b:
         raise ValueError(
             f"seed_base must be None, an integer >= 0 or {b} integers >= 0, got {seed_base!r}"
         )
-    return bases
+    return [check_seed(s, "seed_base", span) for s in bases]
 
 
 def eacps(
@@ -138,7 +142,7 @@ def eacps(
     }
     sc = SearchContext("eacps", denoiser, sampler, x_T, cond, reward, generator, params, max_batch)
     gens, b, shape = sc.gens, sc.b, sc.shape
-    bases = _seed_bases(seed_base, b)
+    bases = _seed_bases(seed_base, b, k_global * (kl + 1))
     if not (seed_base is None or isinstance(seed_base, int)):
         params["seed_base"] = bases
     steps = noised_steps(sampler)
