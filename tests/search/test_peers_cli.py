@@ -35,10 +35,12 @@ def test_cli_reaches_every_option(capsys, method, options, nfe) -> None:
 
 
 def test_cli_names_an_option_the_method_does_not_take(capsys) -> None:
-    with pytest.raises(SystemExit, match="'rollover' takes no option 'k'"):
-        main(["sample", "--model", "gmm", "--method", "rollover", "--option", "k=2"])
-    with pytest.raises(SystemExit, match="key=value"):
-        main(["sample", "--model", "gmm", "--method", "fk", "--option", "k"])
+    assert main(["sample", "--model", "gmm", "--method", "rollover", "--option", "k=2"]) == 2
+    err = capsys.readouterr().err
+    assert "'rollover'" in err and "takes no option '--option k'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["sample", "--model", "gmm", "--method", "fk", "--option", "k"]) == 2
+    assert "--option" in capsys.readouterr().err
 
 
 def test_config_runs_the_peers(tmp_path) -> None:
