@@ -223,10 +223,10 @@ def preflight(
     out: str | os.PathLike[str],
     batch: int = 16,
     **options: Any,
-) -> str:
+) -> tuple[dict[str, Any], str]:
     """Every check :func:`calibrate` makes before it writes, writing nothing: the options and
     pairs, ``out`` usable, no other settings and no foreign records in it. Returns the
-    settings hash."""
+    settings and their hash."""
     check_calibration(task, method, pairs, batch, options)
     out = Path(out)
     check_out_dir(out)
@@ -235,7 +235,7 @@ def preflight(
     if out.is_dir():
         _check_settings(out, settings, digest, create=False)
         _done_pairs(out, None, digest)
-    return digest
+    return settings, digest
 
 
 def calibrate(
@@ -273,9 +273,8 @@ def calibrate(
     rank, world = shard
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
-    digest = preflight(task, method, sampler, pairs, out, batch, **options)
+    settings, digest = preflight(task, method, sampler, pairs, out, batch, **options)
     out = Path(out)
-    settings = _settings(task, method, sampler, {k: v for k, v in options.items() if v is not None})
     out.mkdir(parents=True, exist_ok=True)
     shard_path = out / f"traces-{rank:05d}.jsonl"
     with shard_lock(out / f".{shard_path.stem}.lock"):

@@ -63,18 +63,6 @@ def check_out_file(path: Path, option: str, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
-def check_out_dir(path: Path, option: str) -> Path:
-    """Check, before any work, that ``path`` is (or can be made) a writable directory."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path} is not a directory", None, "allowed: a directory")
-    if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UsageError(f"{option} {path} is not writable")
-        return path
-    _writable_ancestor(path, option)
-    return path
-
-
 def check_generator_device(device: str | None, option: str = "--generator-device") -> None:
     """A CUDA generator needs a CUDA device here."""
     if device == "cuda":
