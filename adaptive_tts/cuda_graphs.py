@@ -4,7 +4,8 @@ networks on a GPU.
 The embedded MNIST UNet does ~0.06 GFLOP per sample in ~420 kernels, so at the batch sizes a
 search uses the GPU waits on Python and kernel launches, not arithmetic. :class:`CUDAGraphed`
 captures ``fn(*args)`` once per row *bucket* (:func:`bucket_rows`: the next power of two at or
-above the row count, in quarter-octave steps above 256 rows) and replays the graph: one launch instead of hundreds. Rows are padded up to the bucket; the
+above the row count, in quarter-octave steps above 256 rows) and replays the graph: one launch
+instead of hundreds. Rows are padded up to the bucket; the
 padding rows are computed and discarded (every row's output depends on that row alone for the
 denoisers and rewards here: no batch statistics), and counted in :attr:`CUDAGraphed.padded_rows`,
 never as NFEs (the :class:`~adaptive_tts.nfe.Ledger` charges real rows only).
