@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from experiments.cli import main
 
@@ -98,14 +99,55 @@ def test_cuda_graphs_need_a_cuda_device() -> None:
         main(["--debug", *argv])
 
 
-def test_generator_device_reaches_the_search(capsys) -> None:
-    """`--generator-device cpu` is the default stream: same JSON as without the flag."""
+def _spy_generator_devices(monkeypatch) -> list[str]:
+    """Record the device of every generator set the runner makes (what the search draws on)."""
+    import experiments.runner as runner
+
+    seen: list[str] = []
+    real = runner.make_generators
+
+    def spy(seeds, device="cpu"):
+        gens = real(seeds, device)
+        seen.append(str(gens[0].device))
+        return gens
+
+    monkeypatch.setattr(runner, "make_generators", spy)
+    return seen
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_generator_device_reaches_the_search(monkeypatch, capsys) -> None:
+    """The search draws on the generators the flag names, one per seed, in the seed's own CPU
+    stream: the CLI's rewards equal a direct search on ``make_generators(seeds)`` (seeds
+    ``--seed .. --seed + batch - 1``), and a different stream gives different rewards. On a
+    CUDA machine ``--generator-device cuda`` reaches the search too."""
+    from adaptive_tts.registry import SAMPLERS
+    from adaptive_tts.sampling import initial_noise, make_generators
+    from adaptive_tts.search import eps_greedy
+    from adaptive_tts.tasks import build_task
+
+    seen = _spy_generator_devices(monkeypatch)
     base = ["sample", "--model", "gmm", "--method", "eps-greedy", "--batch", "2", "--steps", "4"]
-    main([*base, "--json"])
-    a = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    main([*base, "--generator-device", "cpu", "--json"])
-    b = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert a["rewards"] == b["rewards"] and a["nfe"] == b["nfe"]
+    main([*base, "--seed", "5", "--json"])
+    a = _last_json(capsys)
+    main([*base, "--seed", "5", "--generator-device", "cpu", "--json"])
+    b = _last_json(capsys)
+    assert seen == ["cpu", "cpu"] and a["rewards"] == b["rewards"] and a["nfe"] == b["nfe"]
+    t = build_task("gmm-target")
+    s = SAMPLERS["heun"](4, sigma_max=t.sigma_max)
+    gens = make_generators([5, 6])
+    x = initial_noise(t.sample_shape, gens, s.sigma(0))
+    cond = t.prompts([0], 2) if t.uses_prompt else None
+    ref = eps_greedy(t.denoiser, s, x, cond=cond, reward=t.reward, generator=gens)
+    assert a["rewards"] == [round(float(r), 6) for r in ref.reward]
+    main([*base, "--seed", "7", "--json"])
+    assert _last_json(capsys)["rewards"] != a["rewards"]
+    if torch.cuda.is_available():
+        main([*base, "--seed", "5", "--device", "cuda", "--generator-device", "cuda", "--json"])
+        assert seen[-1].startswith("cuda") and _last_json(capsys)["rewards"] != a["rewards"]
 
 
 def test_calibrate_then_fit_with_strict_options(tmp_path, capsys) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaptive_tts.models.gmm import GaussianMixture, make_gmm
+from adaptive_tts.models.gmm import GaussianMixture
 from adaptive_tts.rewards import Composite
 from adaptive_tts.sampling import Sampler, initial_noise, make_generators, make_sampler
-from adaptive_tts.search import METHODS, best_of_n, eacps, naive
+from adaptive_tts.search import METHODS, eacps, naive
 from adaptive_tts.search.seed_space import gaussian_mix
 
 T = 8
@@ -171,33 +171,37 @@ def test_no_network_input_is_evaluated_twice(gmm, target_reward) -> None:
     assert torch.unique(rows, dim=0).shape[0] == rows.shape[0]
 
 
-def test_noise_locality_beats_best_of_n_on_a_rare_target() -> None:
-    """At equal counted NFEs (20 trajectories), EACPS (8, 3, 4) with noise-space children beats
-    best-of-20 when the target component is rare (weight 0.02): elites that partly reach it are
-    refined. Mean over 2048 seeds, gap beyond 3 standard errors (about +0.05, z ~ 5-7).
-    With the default beta = 0.3 or a common target it does not beat best-of-N on this mixture
-    (see the report); the seed mode equals best-of-N in law."""
-    torch.set_num_threads(1)
-    base = make_gmm(dim=4, spread=0.7, std=0.5, seed=0)
-    w = base.log_w.exp().clone()
-    w[0] = 0.02
-    gmm = GaussianMixture(base.means, base.variances, w, base.labels)
+def _stage_rewards(res) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Global rewards ``(B, K)``, children's rewards ``(B, M k_local)`` and each child's elite
+    (a global index, ``(B, M k_local)``) from the traces."""
+    rg = torch.tensor([tr["global"]["rewards"] for tr in res.traces], dtype=torch.float64)
+    rl = torch.tensor([tr["local"]["rewards"] for tr in res.traces], dtype=torch.float64)
+    parents = torch.tensor([tr["local"]["parents"] for tr in res.traces])
+    return rg, rl, parents
 
-    def p_component0(x, cond=None):
-        lp = gmm.component_log_prob(x) + gmm.log_w
-        return (lp[:, 0] - lp.logsumexp(1)).exp().float()
 
-    seeds = list(range(2048))
-    s = make_sampler("euler", 10)
-    out = {}
-    for name, fn, kw in [("bon", best_of_n, {"n": 20}), ("eacps", eacps, {"beta": 0.8})]:
-        gens = make_generators(seeds)
-        x = initial_noise(gmm.sample_shape, gens, s.sigma(0))
-        out[name] = fn(gmm, s, x, cond=None, reward=p_component0, generator=gens, **kw)
-    assert torch.equal(out["bon"].nfe, out["eacps"].nfe)
-    diff = out["eacps"].reward.double() - out["bon"].reward.double()
-    se = diff.std() / len(seeds) ** 0.5
-    assert diff.mean() > 3 * se, f"{diff.mean():.4f} (se {se:.4f})"
+def test_local_stage_refines_the_elites_at_the_defaults(gmm, target_reward) -> None:
+    """EACPS's mechanism at its defaults (8, 3, 4), beta = 0.3, on the common target over 256
+    seeds: the elites are the top M of the global stage (best first); a child's reward stays
+    near its elite's (median gap < 1/4 of the gap to another global candidate, measured ~1.3 vs
+    ~11.5); children score higher than the global stage on average (beyond 3 standard errors,
+    measured +10.3 with se 0.34); the answer is the best of all candidates. This does not claim
+    that EACPS beats best-of-N at equal NFEs: on this mixture it does not at these defaults
+    (README, seed-space search). Each assertion fails on a broken copy: elites taken from the
+    bottom, children drawn without their elite, an answer from the global stage only."""
+    res = run(gmm, target_reward, list(range(256)))
+    rg, rl, parents = _stage_rewards(res)
+    elites = torch.tensor([tr["global"]["elites"] for tr in res.traces])
+    assert torch.equal(elites, rg.topk(3, dim=1).indices)
+    assert torch.equal(parents, elites.repeat_interleave(4, dim=1))
+    near = (rl - rg.gather(1, parents)).abs().median()
+    shift = torch.randint(1, 8, parents.shape, generator=torch.Generator().manual_seed(0))
+    far = (rl - rg.gather(1, (parents + shift) % 8)).abs().median()
+    assert near < far / 4, f"child-elite gap {near:.3f} vs {far:.3f}"
+    gain = rl.mean(1) - rg.mean(1)
+    assert gain.mean() > 3 * gain.std() / len(gain) ** 0.5, f"{gain.mean():.3f}"
+    best = torch.cat([rg, rl], 1).max(1).values
+    assert torch.allclose(res.reward.double(), best, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(
