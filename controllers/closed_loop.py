@@ -210,9 +210,14 @@ class StoppingController:
         data = self.model.save_data(path.with_suffix(".data.safetensors"))
         if data is not None:
             d["data"] = data.name
-        if plot:
-            plot_stopping(self, path.with_suffix(".png"))
-        return write_json(d, path)
+        try:
+            if plot:
+                plot_stopping(self, path.with_suffix(".png"))
+            return write_json(d, path)
+        except BaseException:
+            if data is not None:  # no data file beside a controller that was not written
+                data.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def from_dict(
@@ -276,6 +281,8 @@ def plot_stopping(ctrl: StoppingController, path: str | os.PathLike[str]) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from adaptive_tts.viz import save_figure
+
     m = ctrl.model
     ls = torch.linspace(m.u_lo, m.u_hi, 65)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -290,5 +297,4 @@ def plot_stopping(ctrl: StoppingController, path: str | os.PathLike[str]) -> Non
     ax.set_title(f"{m.kind} reliability, q = {m.q:.4g} (target {m.target})")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)  # atomic
