@@ -188,9 +188,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         _write_plot(plot, ctrl, traces, args.plot)
     try:
         ctrl.save(args.out)
-    except BaseException:
+    except BaseException as err:
         if args.plot is not None:
             args.plot.unlink(missing_ok=True)  # no figure of a controller that was not saved
+        if isinstance(err, OSError):  # e.g. a full disk: the unique temp file is gone too
+            raise UsageError(
+                f"--out {args.out}: writing failed ({err}); nothing was written"
+            ) from err
         raise
     base: Any = getattr(ctrl, "base", ctrl)
     if not hasattr(base, "steps"):  # closed loop: thresholds over sigma, not a step table
@@ -247,3 +251,7 @@ def _load_calibration(
         return load_traces(path, settings=settings)
     except FileNotFoundError as err:
         raise UsageError(f"{flag} {path}: {err}") from err
+    except ValueError as err:
+        if settings is None or isinstance(err, UsageError):
+            raise
+        raise UsageError(f"--settings {settings}: {err}") from err
