@@ -36,6 +36,8 @@ __all__ = ["add_calibrate", "add_fit", "check_calibrate_args", "cmd_calibrate", 
 MAX_N, MAX_K, MAX_STEPS = 4096, 100_000, 1000
 MAX_ROWS = 2**20
 """The most candidate rows (``--batch`` times ``--n``) one search call may hold."""
+MAX_PAIRS = 2**22
+"""The most (prompt, seed) pairs one calibrate command may list."""
 DEFAULT_K, DEFAULT_EPS = 20, 0.4
 FLAGS = {"n": "--n", "k": "--k", "eps": "--eps", "lam": "--lam"}
 
@@ -84,7 +86,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         nargs=2,
         default=[0, 8],
         metavar=("FIRST", "COUNT"),
-        help=f"seeds FIRST..FIRST+COUNT-1 (COUNT >= 1, all in [0, {SEED_MAX}])",
+        help=f"seeds FIRST..FIRST+COUNT-1 (COUNT in [1, {MAX_PAIRS}], all in [0, {SEED_MAX}])",
     )
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
     p.add_argument("--steps", type=int, default=18, help=f"1..{MAX_STEPS}")
@@ -117,7 +119,7 @@ def check_calibrate_args(args: argparse.Namespace, rank: int = 0) -> dict[str, A
         check_float("--eps", args.eps, 0.0, 1.0)
     check_positive("--lam", args.lam)
     first, count = args.seeds
-    check_int("--seeds COUNT", count, 1, SEED_MAX + 1)
+    check_int("--seeds COUNT", count, 1, MAX_PAIRS)
     check_seed(first, "--seeds FIRST", count)
     check_int("--steps", args.steps, 1, MAX_STEPS)
     check_int("--batch", args.batch, 1, MAX_BATCH)
@@ -168,6 +170,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         else (list(range(task.num_classes)) if task.uses_prompt else [-1])
     )
     first, count = args.seeds
+    if len(classes) * count > MAX_PAIRS:
+        raise UsageError(
+            f"--seeds {first} {count} over {len(classes)} classes lists "
+            f"{len(classes) * count} pairs",
+            None,
+            f"allowed: at most {MAX_PAIRS}",
+        )
     pairs = [(c, s) for c in classes for s in range(first, first + count)]
     runs = (
         [(int(options.pop("k")), args.out)]

@@ -40,6 +40,8 @@ CASES = [
     (["--seeds", "-1", "2"], "--seeds FIRST"),
     (["--seeds", "4294967296", "1"], "--seeds FIRST"),
     (["--seeds", "4294967295", "2"], "--seeds FIRST"),
+    (["--seeds", "0", "4194305"], "--seeds COUNT"),
+    (["--classes", "0", "1", "2", "--seeds", "0", "2000000"], "--seeds"),
     (["--steps", "0"], "--steps"),
     (["--batch", "0"], "--batch"),
     (["--batch", "100000"], "--batch"),

@@ -238,9 +238,21 @@ def _stopping(tmp_path: Path) -> Path:
     model = ReliabilityModel(
         kind="logistic", q=0.0, target=0.9, levels={}, transform=ScoreTransform("standard"),
         u_lo=-2.0, u_hi=2.0, z_grid=torch.linspace(-1, 1, 5),
-        p_grid=torch.linspace(0, 1, 5).repeat(GRID_U, 1),
+        p_grid=torch.linspace(0, 1, 5).repeat(GRID_U, 1), data={"score": torch.arange(3.0)},
     )  # fmt: skip
     return StoppingController(model, 0.9, n=2, k_max=4).save(tmp_path / "stop.json")
+
+
+def test_stopping_save_never_uses_a_fixed_temp_name(tmp_path) -> None:
+    """Concurrent writers' temp files at the old fixed names are left alone."""
+    for name in ("stop.json.tmp", "stop.data.safetensors.tmp"):
+        (tmp_path / name).mkdir()
+    path = _stopping(tmp_path)
+    assert load_controller(path).k_max == 4
+    assert json.loads(path.read_text())["data"] == "stop.data.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "stop.data.safetensors", "stop.data.safetensors.tmp", "stop.json", "stop.json.tmp"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
