@@ -224,8 +224,14 @@ def _check_task(cfg: dict[str, Any], raw: dict[str, Any]) -> None:
                     f"config key {key!r} goes with 'model' (a model spec), not with 'task'"
                 )
         cfg["task"] = cfg["task"] if cfg["task"] is not None else "gmm-target"
+        task = cfg["task"]
+        if isinstance(task, dict) and not {"model", "reward"} <= set(task):
+            raise ConfigError(
+                f"config key 'task'={task!r}: a task mapping needs 'model' and 'reward' "
+                "(and optionally 'conditional', 'name')"
+            )
         try:
-            task_spec(cfg["task"])
+            task_spec(task)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"config key 'task': {err}") from None
         return

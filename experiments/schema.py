@@ -190,6 +190,11 @@ def check_section(cls: type, raw: Any, path: str = "") -> dict[str, Any]:
     return out
 
 
+def _holds_mapping(tp: Any) -> bool:
+    options = typing.get_args(tp) if typing.get_origin(tp) in _UNIONS else (tp,)
+    return any(a is dict or typing.get_origin(a) is dict for a in options)
+
+
 def schema_path(cls: type, key: str) -> None:
     """Check that dotted ``key`` names a key of section ``cls`` (descending into nested
     sections; a key inside a free-form mapping or list is not checked here).
@@ -207,4 +212,11 @@ def schema_path(cls: type, key: str) -> None:
         fields = {f.name for f in dataclasses.fields(node)}  # type: ignore[arg-type]
         if part not in fields:
             raise ConfigError(unknown_key(".".join(parts[:i]), part, sorted(fields)))
-        node = _section_of(_hints(node)[part])
+        tp = _hints(node)[part]
+        node = _section_of(tp)
+        if node is None and i < len(parts) - 1 and not _holds_mapping(tp):
+            here = ".".join(parts[: i + 1])
+            raise ConfigError(
+                f"config key {key!r}: {here!r} holds {_describe(tp)}, not a mapping; "
+                f"set it whole (--set '{here}=...')"
+            )
