@@ -274,6 +274,7 @@ def run_experiment(
     records: list[dict[str, Any]] = []
     compute: list[tuple[str, dict[str, Any]]] = []
     best_images: dict[str, torch.Tensor] = {}
+    best_x0: dict[str, torch.Tensor] = {}
     for run in tqdm(runs, desc=cfg["name"], disable=not (progress and dist.main)):
         kw = {k: v for k, v in run.items() if k not in ("label", "method", "controller", "group")}
         kw["controller"] = build_controller(run.get("controller"), traces_dir, sampler)
@@ -283,7 +284,7 @@ def run_experiment(
         def record(b: Batch, run: dict[str, Any] = run) -> None:
             records.extend(_record(run, b, task, seed_of))
             top = b.result.reward.argsort(descending=True)[:8]
-            best_images[run["label"]] = task.to_image(b.result.x0[top]).cpu()
+            best_x0[run["label"]] = b.result.x0[top]  # decoded outside the compute meter
 
         with ComputeMeter() as meter:
             run_pairs(
@@ -298,6 +299,8 @@ def run_experiment(
                 **kw,
             )
         compute.append((run["label"], meter.summary()))
+        if run["label"] in best_x0:
+            best_images[run["label"]] = task.to_image(best_x0.pop(run["label"])).cpu()
     records = dist.gather(records)
     compute = dist.gather(compute)
     dist.close()

@@ -55,7 +55,10 @@ BAD_CONFIGS = [
     (
         "methods.0.controller",
         {"kind": "gain", "k_maen": 1.0},
-        ["'methods[0].controller.k_maen' is unknown", "did you mean 'methods[0].controller.k_mean'"],
+        [
+            "'methods[0].controller.k_maen' is unknown",
+            "did you mean 'methods[0].controller.k_mean'",
+        ],
     ),
     ("methods.0.controller", {"kind": "stopping"}, ["needs calibration traces 'budgets'"]),
     ("batch", 0, ["'batch'=0 is invalid", "[1, 4096]"]),
