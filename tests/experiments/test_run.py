@@ -78,6 +78,18 @@ def test_budget_varied_calibration_section(tmp_path) -> None:
         load_config(CONFIG, ["calibration.k=null", "calibration.budgets=[-1]"])
 
 
+def test_results_are_strict_json_and_atomic(tmp_path) -> None:
+    """NaN in a result is refused (strict JSON) and leaves no file, not even a temporary one."""
+    from experiments.results import write_results
+
+    rec = {"label": "a", "reward": float("nan")}
+    with pytest.raises(ValueError, match="non-finite JSON"):
+        write_results({"records": [rec], "rows": []}, tmp_path)
+    assert not list(tmp_path.iterdir())
+    write_results({"records": [{**rec, "reward": 1.0}], "rows": []}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.json"]
+
+
 def test_clustered_interval() -> None:
     vals = [1.0, 0.0, 1.0, 0.5]
     assert cluster_mean_ci(vals, [0, 1, 2, 3]) == pytest.approx(

@@ -176,22 +176,26 @@ def test_demo_bad_seeds_is_refused(tmp_path, capsys) -> None:
     assert not (tmp_path / "d").exists()
 
 
-def test_module_entry_point_exits_2_with_one_line(tmp_path) -> None:
-    """``python -m experiments.cli bench`` and ``python -m experiments.run``: the same one-line
-    error and exit code 2 from a fresh interpreter."""
+def test_module_entry_point_exits_2_with_one_line(tmp_path, capsys) -> None:
+    """``python -m experiments.cli bench`` from a fresh interpreter, and ``python -m
+    experiments.run``'s entry: the same one-line error and exit code 2."""
+    from experiments.run import _script
+
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(edit("sampler.stepz", 3)))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ADAPTIVE_TTS_DEBUG": ""}
-    for module in (["experiments.cli", "bench"], ["experiments.run"]):
-        done = subprocess.run(
-            [sys.executable, "-m", *module, str(path), "--no-wandb"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 2, done.stderr[-2000:]
-        assert done.stderr.strip().startswith("adaptive-tts: error: ")
-        assert "did you mean 'sampler.steps'" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "bench", str(path), "--no-wandb"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().startswith("adaptive-tts: error: ")
+    assert "did you mean 'sampler.steps'" in done.stderr
+    assert _script([str(path), "--no-wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adaptive-tts: error: ") and "did you mean 'sampler.steps'" in err
     assert not (tmp_path / "runs").exists()
