@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from adaptive_tts.quiet import install_import_hook
 from experiments.cli.bench import add_bench, add_demo, cmd_bench, cmd_demo
 from experiments.cli.calibrate import add_calibrate, add_fit, cmd_calibrate, cmd_fit
 from experiments.cli.errors import UsageError, one_line
@@ -18,6 +19,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    install_import_hook()  # gpytorch / BoTorch import without torch's jit.script notice
     parser = argparse.ArgumentParser(prog="adaptive-tts", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_sample(sub)

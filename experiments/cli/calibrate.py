@@ -10,7 +10,7 @@ from typing import Any
 
 from adaptive_tts.registry import SAMPLERS
 from adaptive_tts.tasks import TASKS
-from experiments.cli.common import _add_gpu_options
+from experiments.cli.common import add_run_options
 
 
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +35,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK per process)")
-    _add_gpu_options(p)
+    add_run_options(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
         "--stats",
@@ -48,9 +47,10 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from experiments.calibration import calibrate
-    from experiments.runner import prepare_task, process_shard
+    from experiments.cli.common import prepare_run
+    from experiments.runner import process_shard
 
-    task, device = prepare_task(args.task, args.device, args.cuda_graphs)
+    task, device = prepare_run(args, args.task)
     args.device = device
     sampler = SAMPLERS[args.sampler](args.steps, sigma_max=task.sigma_max)
     classes = (
@@ -82,6 +82,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             lam=args.lam,
             generator_device=args.generator_device,
             shard=process_shard(),
+            progress=args.progress,
         )
         print(json.dumps(info))
     if args.stats is not None:
