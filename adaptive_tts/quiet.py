@@ -4,6 +4,9 @@
   found ..." on every ``from_pretrained`` when accelerate is absent: :func:`diffusers_kwargs`
   passes ``low_cpu_mem_usage`` explicitly (what diffusers would fall back to anyway), so the
   notice is never logged.
+* transformers and diffusers show "Loading weights" / "Loading pipeline components" progress
+  bars while a pipeline loads: :func:`disable_progress_bars` turns them off (the command line
+  does when stderr is not a terminal, or with ``--quiet``).
 * linear_operator (imported by gpytorch / BoTorch) decorates two functions with
   ``torch.jit.script``, which torch >= 2.10 deprecates with a ``FutureWarning`` at import time:
   :func:`quiet_gp_imports` imports it with that one warning filtered; later imports are cached.
@@ -30,6 +33,7 @@ GP_MODULES = ("linear_operator", "gpytorch", "botorch")
 
 __all__ = [
     "diffusers_kwargs",
+    "disable_progress_bars",
     "ignore_jit_script_deprecation",
     "install_import_hook",
     "quiet_gp_imports",
@@ -43,6 +47,20 @@ def diffusers_kwargs() -> dict[str, Any]:
         "local_files_only": True,
         "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None,
     }
+
+
+def disable_progress_bars() -> None:
+    """Turn off the loaders' progress bars of huggingface_hub, transformers and diffusers (a
+    process-wide switch of each library; transformers imported later reads the hub's)."""
+    from huggingface_hub.utils import disable_progress_bars as hub_off
+
+    hub_off()
+    for name in ("transformers.utils.logging", "diffusers.utils.logging"):
+        module = sys.modules.get(name)
+        if module is None and name.startswith("diffusers"):
+            module = importlib.import_module(name)  # diffusers does not read the hub's switch
+        if module is not None:
+            module.disable_progress_bar()
 
 
 @contextmanager

@@ -122,6 +122,7 @@ def prepare_run(args: argparse.Namespace, task: str) -> tuple[Any, str]:
     from experiments.runner import prepare_task
 
     s = apply_run_settings(args, task_run_settings(args, task))
+    quiet_loaders(s)
     built, device = prepare_task(task, s.device, False)
     return graph(built, s), device
 
@@ -146,6 +147,14 @@ def device_overrides(args: argparse.Namespace) -> list[str]:
     s = task_run_settings(args, name) if isinstance(task, str) else run_settings(args, None)
     out = [f"device={s.device}", f"cuda_graphs={str(s.cuda_graphs and s.graph_reward).lower()}"]
     return out + ([f"generator_device={s.generator_device}"] if s.generator_device else [])
+
+
+def quiet_loaders(settings: RunSettings) -> None:
+    """No model-loading progress bars unless ``settings.progress``."""
+    if not settings.progress:
+        from adaptive_tts.quiet import disable_progress_bars
+
+        disable_progress_bars()
 
 
 def place(device: str) -> str:

@@ -248,10 +248,11 @@ def build_sample_task(args: argparse.Namespace, settings: RunSettings) -> tuple[
     """The task of ``--task`` or of ``--model``/``--reward``/``--prompt``..., on its device,
     in CUDA graphs where ``settings`` say so: ``(task, device)``."""
     from experiments.cli.byo import resolve_task
-    from experiments.cli.common import graph, place, prepare_run
+    from experiments.cli.common import graph, place, prepare_run, quiet_loaders
 
     if args.task is not None:
         return prepare_run(args, args.task)
+    quiet_loaders(settings)
     device = place(settings.device)
     return graph(resolve_task(args, device), settings), device
 
