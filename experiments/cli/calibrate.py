@@ -22,7 +22,7 @@ from adaptive_tts.registry import SAMPLERS, check_method_options
 from adaptive_tts.seeds import SEED_MAX, check_seed
 from adaptive_tts.tasks import PROMPTED_REWARDS, TASKS
 from experiments.cli.common import (
-    _add_gpu_options,
+    add_run_options,
     check_float,
     check_generator_device,
     check_int,
@@ -91,8 +91,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
     p.add_argument("--steps", type=int, default=18, help=f"1..{MAX_STEPS}")
     p.add_argument("--batch", type=int, default=16, help="pairs per search call")
-    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK per process)")
-    _add_gpu_options(p)
+    add_run_options(p)
     p.add_argument("--out", type=Path, required=True, help="calibration directory")
     p.add_argument(
         "--stats",
@@ -154,11 +153,12 @@ def check_calibrate_args(args: argparse.Namespace, rank: int = 0) -> dict[str, A
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from experiments.calibration import calibrate, preflight
-    from experiments.runner import prepare_task, process_shard
+    from experiments.cli.common import prepare_run
+    from experiments.runner import process_shard
 
     shard = process_shard()
     options = check_calibrate_args(args, shard[0])
-    task, device = prepare_task(args.task, args.device, args.cuda_graphs)
+    task, device = prepare_run(args, args.task)
     args.device = device
     if task.uses_prompt:
         for c in args.classes or []:
@@ -198,6 +198,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 device=args.device,
                 k=k,
                 shard=shard,
+                progress=args.progress,
                 **options,
                 **extra,
             )
