@@ -66,6 +66,8 @@ FIT_CASES = [
     (["--controller", "stopping", "--reference", "missing"], "--reference"),
     (["--controller", "gain", "--option", "foo=1"], "--option foo"),
     (["--controller", "gain", "--option", "=3"], "--option"),
+    (["--controller", "gain", "--option", "weight=foo"], "--option weight"),
+    (["--controller", "gp", "--option", "eps_lo=0.9", "eps_hi=0.1"], "--option eps_lo"),
     (["--controller", "gain", "--option", "eps=.nan"], "--option eps"),
     (["--controller", "binomial", "--option", "tau=.inf"], "--option tau"),
     (["--controller", "gain", "--k-mean", "1", "--option", "k_mean=1"], "--option k_mean"),
