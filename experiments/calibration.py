@@ -90,13 +90,16 @@ class ShardLocked(ValueError):
 
 
 def _settings(task: Task, method: str, sampler: Sampler, options: dict[str, Any]) -> dict[str, Any]:
-    return {
+    out = {
         "task": task.name,
         "model": task.model,
         "method": method,
         "sampler": sampler.describe(),
         "options": options,
     }
+    if task.prompt_texts:  # text models: the prompts are part of what was calibrated
+        out["prompt_texts"] = list(task.prompt_texts)
+    return out
 
 
 def check_calibration(
@@ -142,12 +145,14 @@ def check_calibration(
 
 
 @contextmanager
-def shard_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) or raise :class:`ShardLocked`."""
+def shard_lock(path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) or raise :class:`ShardLocked`
+    (``wait``: block until it is free instead, for short critical sections that processes of
+    one run share)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise ShardLocked(
@@ -278,7 +283,7 @@ def calibrate(
     out.mkdir(parents=True, exist_ok=True)
     shard_path = out / f"traces-{rank:05d}.jsonl"
     with shard_lock(out / f".{shard_path.stem}.lock"):
-        with shard_lock(out / ".calibration.lock"):  # one creator of calibration.json
+        with shard_lock(out / ".calibration.lock", wait=True):  # one creator of the settings
             _check_settings(out, settings, digest)
         done = _done_pairs(out, shard_path, digest)
         todo = [p for p in pairs if (int(p[0]), int(p[1])) not in done]
@@ -304,6 +309,8 @@ def calibrate(
                 )
             for (prompt, _), tr in zip(b.pairs, b.result.traces):
                 tr["prompt"] = int(prompt)
+                if task.prompt_texts and prompt >= 0:
+                    tr["prompt_text"] = task.prompt_texts[int(prompt)]
                 tr[HASH_KEY] = digest
             append_traces(shard_path, b.result.traces)
             bar.update(len(b.pairs))

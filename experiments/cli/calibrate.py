@@ -12,6 +12,7 @@ silent dedupe)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -21,6 +22,7 @@ from adaptive_tts.fileio import atomic_write_json
 from adaptive_tts.registry import SAMPLERS, check_method_options
 from adaptive_tts.seeds import SEED_MAX, check_seed
 from adaptive_tts.tasks import PROMPTED_REWARDS, TASKS
+from experiments.cli.byo import add_model_reward_options
 from experiments.cli.common import (
     add_run_options,
     check_float,
@@ -54,7 +56,13 @@ def check_positive(option: str, value: object, hi: float = math.inf) -> float:
 
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="full-budget searches; append traces to DIR (resumable)")
-    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        default=None,
+        help="a registered task (or --model SPEC with --reward / --prompt ...)",
+    )
+    add_model_reward_options(p, default_model=None)
     p.add_argument("--method", choices=["eps-greedy", "zero-order"], default="eps-greedy")
     p.add_argument("--n", type=int, default=4, help=f"candidates per iteration, 1..{MAX_N}")
     p.add_argument(
@@ -88,8 +96,15 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         metavar=("FIRST", "COUNT"),
         help=f"seeds FIRST..FIRST+COUNT-1 (COUNT in [1, {MAX_PAIRS}], all in [0, {SEED_MAX}])",
     )
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
-    p.add_argument("--steps", type=int, default=18, help=f"1..{MAX_STEPS}")
+    p.add_argument(
+        "--sampler",
+        choices=sorted({*SAMPLERS, "ddim"}),
+        default=None,
+        help="default: heun for --task, the model's own for --model",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help=f"1..{MAX_STEPS} (default 18, or the model's own)"
+    )
     p.add_argument("--batch", type=int, default=16, help="pairs per search call")
     add_run_options(p)
     p.add_argument("--out", type=Path, required=True, help="calibration directory")
@@ -120,7 +135,27 @@ def check_calibrate_args(args: argparse.Namespace, rank: int = 0) -> dict[str, A
     first, count = args.seeds
     check_int("--seeds COUNT", count, 1, MAX_PAIRS)
     check_seed(first, "--seeds FIRST", count)
-    check_int("--steps", args.steps, 1, MAX_STEPS)
+    if (args.task is None) == (args.model is None):
+        raise UsageError(
+            "calibrate needs one of --task and --model",
+            None,
+            "allowed: --task NAME, or --model SPEC [--reward SPEC ...]",
+        )
+    if args.task is not None:
+        for opt in ("rewards", "eval_reward", "prompt_texts", "prompt_file", "guidance"):
+            if getattr(args, opt, None) is not None:
+                flag = {
+                    "rewards": "--reward",
+                    "prompt_texts": "--prompt",
+                    "prompt_file": "--prompts",
+                }.get(opt, "--" + opt)
+                raise UsageError(f"{flag.replace('_', '-')} with --task", None, "use --model")
+    if args.model is not None:  # the scheme (and --sampler for it), before anything is built
+        from experiments.cli.sample import _check_model
+
+        _check_model(args)
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, MAX_STEPS)
     check_int("--batch", args.batch, 1, MAX_BATCH)
     if args.batch * args.n > MAX_ROWS:
         raise UsageError(
@@ -128,15 +163,9 @@ def check_calibrate_args(args: argparse.Namespace, rank: int = 0) -> dict[str, A
             None,
             f"allowed: at most {MAX_ROWS}",
         )
-    spec = TASKS[args.task]
-    if args.classes and not (spec.conditional or spec.reward in PROMPTED_REWARDS):
-        raise UsageError(
-            f"--classes {' '.join(map(str, args.classes))}: task {args.task} takes no prompt "
-            "(its trajectories do not depend on a class: each would be stored again under "
-            "every class)",
-            None,
-            "allowed: no --classes for this task",
-        )
+    if args.task is not None:
+        spec = TASKS[args.task]
+        check_classes(args, args.task, spec.conditional or spec.reward in PROMPTED_REWARDS)
     if args.classes and len(set(args.classes)) < len(args.classes):
         dup = next(c for c in args.classes if args.classes.count(c) > 1)
         raise UsageError(f"--classes lists class {dup} twice", None, "allowed: distinct classes")
@@ -151,19 +180,52 @@ def check_calibrate_args(args: argparse.Namespace, rank: int = 0) -> dict[str, A
     return {key: v for key, v in options.items() if v is not None}
 
 
+def check_classes(args: argparse.Namespace, name: str, uses_prompt: bool) -> None:
+    """``--classes`` refused for a task whose trajectories do not depend on a prompt."""
+    if args.classes and not uses_prompt:
+        raise UsageError(
+            f"--classes {' '.join(map(str, args.classes))}: task {name} takes no prompt "
+            "(its trajectories do not depend on a class: each would be stored again under "
+            "every class)",
+            None,
+            "allowed: no --classes for this task",
+        )
+
+
+def _build(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """``(task, device, sampler)`` of ``--task`` or of ``--model``/``--reward``/``--prompt``."""
+    from experiments.cli.common import apply_run_settings, prepare_run, run_settings
+    from experiments.cli.sample import build_sample_task
+
+    if args.task is not None:
+        task, device = prepare_run(args, args.task)
+        steps = 18 if args.steps is None else args.steps
+        if args.sampler == "ddim":
+            raise usage("--sampler", "ddim", f"for --task: {', '.join(sorted(SAMPLERS))}")
+        return task, device, SAMPLERS[args.sampler or "heun"](steps, sigma_max=task.sigma_max)
+    settings = apply_run_settings(args, run_settings(args, args.model, args.rewards))
+    task, device = build_sample_task(args, settings)
+    # the settings hash tells models and rewards apart by their specs, not only their kinds
+    label = " ".join([args.model, *(args.rewards or []), *filter(None, [args.eval_reward])])
+    task = dataclasses.replace(task, name=f"{task.name} ({label})")
+    check_classes(args, task.name, task.uses_prompt)
+    try:
+        return task, device, task.make_sampler(args.sampler, args.steps)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--sampler {args.sampler} --steps {args.steps}: {err}") from err
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from experiments.calibration import calibrate, preflight
-    from experiments.cli.common import prepare_run
     from experiments.runner import process_shard
 
     shard = process_shard()
     options = check_calibrate_args(args, shard[0])
-    task, device = prepare_run(args, args.task)
+    task, device, sampler = _build(args)
     args.device = device
     if task.uses_prompt:
         for c in args.classes or []:
             check_int("--classes", c, 0, task.num_classes - 1)
-    sampler = SAMPLERS[args.sampler](args.steps, sigma_max=task.sigma_max)
     classes = (
         args.classes
         if args.classes
