@@ -33,10 +33,12 @@ class RunSettings:
     progress: bool
 
 
-def add_run_options(p: argparse.ArgumentParser, device: str | None = "cpu") -> None:
-    """``--device``, ``--generator-device``, ``--cuda-graphs/--no-cuda-graphs``, ``--quiet``.
-
-    ``device=None``: no default (``bench``: the config's device unless given)."""
+def add_run_options(
+    p: argparse.ArgumentParser, device: str | None = "cpu", quiet: bool = True
+) -> None:
+    """``--device``, ``--generator-device``, ``--cuda-graphs/--no-cuda-graphs`` and (with
+    ``quiet``) ``--quiet``. ``device=None``: no default (``bench``: the config's device unless
+    given)."""
     p.add_argument(
         "--device",
         default=device,
@@ -58,9 +60,10 @@ def add_run_options(p: argparse.ArgumentParser, device: str | None = "cpu") -> N
         help="replay the denoiser and reward from CUDA graphs (default: on for --device cuda "
         f"with models {', '.join(GRAPHED_MODELS)})",
     )
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress bars or summary lines on stderr"
-    )
+    if quiet:
+        p.add_argument(
+            "--quiet", action="store_true", help="no progress bars or summary lines on stderr"
+        )
 
 
 def _schemes(specs: Sequence[str] | None) -> list[str]:
