@@ -140,7 +140,6 @@ def test_edm_dir_with_an_entry_point_argument_and_a_grid(
     "method",
     [
         ["--method", "mcts", "--n", "2", "--sims", "1"],  # rollouts nested in a step
-        ["--method", "beam", "--n", "2", "--beam-width", "1"],
         [
             "--method",
             "evosearch",
@@ -154,7 +153,7 @@ def test_edm_dir_with_an_entry_point_argument_and_a_grid(
             "2",
         ],  # the loop runs once per generation
     ],  # fmt: skip
-    ids=["mcts", "beam", "evosearch"],
+    ids=["mcts", "evosearch"],
 )
 def test_the_step_ledger_adds_up(capsys, method: list[str]) -> None:
     row = run_json(capsys, ["--model", "gmm", *method, "--steps", "4", "--batch", "2"])
