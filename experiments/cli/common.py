@@ -82,6 +82,11 @@ def run_settings(
     Progress bars are shown only on a terminal and never with ``--quiet``."""
     device = str(args.device or "cpu")
     cuda = device.startswith("cuda")
+    if cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} needs a CUDA device", None, "allowed here: cpu")
     gen = args.generator_device or ("cuda" if cuda else None)
     if args.generator_device is not None:
         check_generator_device(args.generator_device)
