@@ -15,7 +15,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-wandb", action="store_true")
-    add_run_options(p, device=None)
+    add_run_options(p, device=None, quiet=False)  # run.py draws its own progress bar
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

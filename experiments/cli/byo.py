@@ -46,10 +46,10 @@ def add_model_reward_options(parser: argparse.ArgumentParser, default_model: str
     )
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (text models)")
     parser.add_argument(
-        "--height", dest="image_height", type=int, default=None, help="pixels (text models)"
+        "--height", dest="image_height", type=int, metavar="PIXELS", help="text models"
     )
     parser.add_argument(
-        "--width", dest="image_width", type=int, default=None, help="pixels (text models)"
+        "--width", dest="image_width", type=int, metavar="PIXELS", help="text models"
     )
 
 

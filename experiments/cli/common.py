@@ -33,10 +33,12 @@ class RunSettings:
     progress: bool
 
 
-def add_run_options(p: argparse.ArgumentParser, device: str | None = "cpu") -> None:
-    """``--device``, ``--generator-device``, ``--cuda-graphs/--no-cuda-graphs``, ``--quiet``.
-
-    ``device=None``: no default (``bench``: the config's device unless given)."""
+def add_run_options(
+    p: argparse.ArgumentParser, device: str | None = "cpu", quiet: bool = True
+) -> None:
+    """``--device``, ``--generator-device``, ``--cuda-graphs/--no-cuda-graphs`` and (with
+    ``quiet``) ``--quiet``. ``device=None``: no default (``bench``: the config's device unless
+    given)."""
     p.add_argument(
         "--device",
         default=device,
@@ -58,9 +60,10 @@ def add_run_options(p: argparse.ArgumentParser, device: str | None = "cpu") -> N
         help="replay the denoiser and reward from CUDA graphs (default: on for --device cuda "
         f"with models {', '.join(GRAPHED_MODELS)})",
     )
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress bars or summary lines on stderr"
-    )
+    if quiet:
+        p.add_argument(
+            "--quiet", action="store_true", help="no progress bars or summary lines on stderr"
+        )
 
 
 def _schemes(specs: Sequence[str] | None) -> list[str]:
@@ -79,6 +82,11 @@ def run_settings(
     Progress bars are shown only on a terminal and never with ``--quiet``."""
     device = str(args.device or "cpu")
     cuda = device.startswith("cuda")
+    if cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} needs a CUDA device", None, "allowed here: cpu")
     gen = args.generator_device or ("cuda" if cuda else None)
     if args.generator_device is not None:
         check_generator_device(args.generator_device)

@@ -136,6 +136,31 @@ def test_edm_dir_with_an_entry_point_argument_and_a_grid(
     check_ledger(one, nfe_per_row=1)
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["--method", "mcts", "--n", "2", "--sims", "1"],  # rollouts nested in a step
+        [
+            "--method",
+            "evosearch",
+            "--elites",
+            "1",
+            "--evo-schedule",
+            "0",
+            "2",
+            "--population",
+            "4",
+            "2",
+        ],  # the loop runs once per generation
+    ],  # fmt: skip
+    ids=["mcts", "evosearch"],
+)
+def test_the_step_ledger_adds_up(capsys, method: list[str]) -> None:
+    row = run_json(capsys, ["--model", "gmm", *method, "--steps", "4", "--batch", "2"])
+    check_ledger(row, nfe_per_row=1)
+    assert sum(sum(sum(v) for v in s["nfe"].values()) for s in row["compute"]["steps"]) > 0
+
+
 BAD = [
     (["--model", "edm", "--reward", "brightness"], "model 'edm' needs a directory"),
     (["--model", "edm:{tmp}/none", "--reward", "brightness"], "directory not found"),

@@ -60,6 +60,14 @@ def test_cpu_changes_nothing() -> None:
         run_settings(parse("--cuda-graphs"), "mnist")
 
 
+def test_cuda_without_a_gpu_is_named(monkeypatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(UsageError, match="--device cuda needs a CUDA device"):
+        run_settings(parse("--device", "cuda"), "mnist")
+    with pytest.raises(UsageError, match="--generator-device=cuda needs a CUDA device"):
+        run_settings(parse("--generator-device", "cuda"), "mnist")
+
+
 def test_progress_only_on_a_terminal(monkeypatch) -> None:
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     assert run_settings(parse(), "gmm").progress
