@@ -3,8 +3,9 @@ networks on a GPU.
 
 The embedded MNIST UNet does ~0.06 GFLOP per sample in ~420 kernels, so at the batch sizes a
 search uses the GPU waits on Python and kernel launches, not arithmetic. :class:`CUDAGraphed`
-captures ``fn(*args)`` once per row *bucket* (the next power of two at or above the row count)
-and replays the graph: one launch instead of hundreds. Rows are padded up to the bucket; the
+captures ``fn(*args)`` once per row *bucket* (:func:`bucket_rows`: the next power of two at or
+above the row count, in quarter-octave steps above 256 rows) and replays the graph: one launch
+instead of hundreds. Rows are padded up to the bucket; the
 padding rows are computed and discarded (every row's output depends on that row alone for the
 denoisers and rewards here: no batch statistics), and counted in :attr:`CUDAGraphed.padded_rows`,
 never as NFEs (the :class:`~adaptive_tts.nfe.Ledger` charges real rows only).
@@ -29,12 +30,18 @@ def capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def bucket_rows(m: int, min_bucket: int = 16) -> int:
-    """Rows a call of ``m`` rows is padded to: the next power of two ``>= max(m, min_bucket)``."""
+def bucket_rows(m: int, min_bucket: int = 16, fine_from: int = 256) -> int:
+    """Rows a call of ``m`` rows is padded to: the next power of two ``>= max(m, min_bucket)``
+    up to ``fine_from``; above it, the next multiple of an eighth of that power of two (four
+    buckets per octave: 2,560 rows run as 2,560, not 4,096), so padding stays under 25%."""
     if m < 1:
         raise ValueError(f"m must be >= 1, got {m}")
     b = max(m, min_bucket)
-    return 1 << (b - 1).bit_length()
+    p = 1 << (b - 1).bit_length()
+    if p <= fine_from:
+        return p
+    step = p // 8
+    return -(-b // step) * step
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from adaptive_tts.control import check_float
 from adaptive_tts.sampling import Sampler
 from adaptive_tts.types import Knobs, StepInfo
 from controllers.schedule import ScheduleController
@@ -49,14 +50,15 @@ class BudgetController:
 
     def __post_init__(self) -> None:
         need = sum(plain_cost(self.sampler))
+        # NaN, infinity, <= 0 and below plain sampling's calls are refused (NaN fails no `<`)
+        self.budget = check_float(self.budget, "budget (NFEs per sample)", 0.0, lo_open=True)
         if self.budget < need:
             raise ValueError(
-                f"budget must be >= {need} NFEs per sample (plain sampling), got {self.budget}"
+                f"budget={self.budget!r} is invalid, allowed: a finite number >= {need} NFEs "
+                "per sample (plain sampling with this sampler)"
             )
-        if self.cap < 1:
-            raise ValueError(f"cap must be >= 1, got {self.cap}")
-        if self.floor < 0:
-            raise ValueError(f"floor must be >= 0, got {self.floor}")
+        self.cap = check_float(self.cap, "cap", 1.0)
+        self.floor = check_float(self.floor, "floor", 0.0)
         self.cost = plain_cost(self.sampler)
         # the base's K_t at each searchable step of this sampler (a function of sigma: the
         # table's own k at the fitted sampler, interpolated at another step count)

@@ -30,12 +30,23 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from adaptive_tts.control import check_float, check_int
 from adaptive_tts.types import IterInfo, Knobs, StepInfo
 from controllers.budget import plain_cost
 from controllers.reliability import ReliabilityModel
 from controllers.schedule import write_json
+from controllers.schema import check_keys
 
 SCHEMA = "adaptive_tts.closed_loop/1"
+STOPPING_KEYS = frozenset(
+    ("schema", "kind", "confidence", "n", "k_max", "eps", "lam", "move", "budget")
+    + ("budget_mode", "search_uncertifiable", "rule", "spread", "model", "meta", "data")
+)
+"""Keys of a saved stopping controller."""
+MODEL_KEYS = frozenset(
+    ("kind", "q", "target", "levels", "transform", "log_sigma_range", "z_grid", "p_grid")
+    + ("params", "metrics")
+)
 BudgetMode = Literal["prompt", "batch"]
 
 
@@ -74,12 +85,10 @@ class StoppingController:
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}")
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {self.n!r}")
-        if not isinstance(self.k_max, int) or self.k_max < 0:
-            raise ValueError(f"k_max must be an integer >= 0, got {self.k_max!r}")
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps must lie in [0, 1], got {self.eps!r}")
+        check_int(self.n, "n", 1)  # 2.7 and True refused, not truncated
+        check_int(self.k_max, "k_max", 0)
+        check_float(self.eps, "eps", 0.0, 1.0)  # NaN refused
+        check_float(self.lam, "lam", 0.0)
         if self.rule not in ("relative", "absolute"):
             raise ValueError(f"rule must be 'relative' or 'absolute', got {self.rule!r}")
         if self.spread not in ("even", "greedy"):
@@ -201,9 +210,14 @@ class StoppingController:
         data = self.model.save_data(path.with_suffix(".data.safetensors"))
         if data is not None:
             d["data"] = data.name
-        if plot:
-            plot_stopping(self, path.with_suffix(".png"))
-        return write_json(d, path)
+        try:
+            if plot:
+                plot_stopping(self, path.with_suffix(".png"))
+            return write_json(d, path)
+        except BaseException:
+            if data is not None:  # no data file beside a controller that was not written
+                data.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def from_dict(
@@ -211,6 +225,10 @@ class StoppingController:
     ) -> StoppingController:
         if d.get("schema") != SCHEMA:
             raise ValueError(f"schema {d.get('schema')!r}, expected {SCHEMA!r}")
+        check_keys(d, STOPPING_KEYS, "stopping controller")
+        if not isinstance(d.get("model"), dict):
+            raise ValueError("key 'model' must be the reliability model's object")
+        check_keys(d["model"], MODEL_KEYS, "stopping controller: model")
         keys = ("confidence", "n", "k_max", "eps", "lam", "move", "budget", "budget_mode")
         keys2 = (*keys, "rule", "spread")
         opts = {k: d[k] for k in keys2 if k in d}
@@ -263,6 +281,8 @@ def plot_stopping(ctrl: StoppingController, path: str | os.PathLike[str]) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from adaptive_tts.viz import save_figure
+
     m = ctrl.model
     ls = torch.linspace(m.u_lo, m.u_hi, 65)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -277,5 +297,4 @@ def plot_stopping(ctrl: StoppingController, path: str | os.PathLike[str]) -> Non
     ax.set_title(f"{m.kind} reliability, q = {m.q:.4g} (target {m.target})")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)  # atomic

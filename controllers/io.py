@@ -9,7 +9,9 @@ from typing import Any
 from controllers.closed_loop import SCHEMA as STOPPING_SCHEMA
 from controllers.closed_loop import load_stopping
 from controllers.registry import CONTROLLERS, load_budget, load_schedule
-from controllers.schedule import check_compatible, read_schedule_json
+from controllers.schedule import SCHEMA as SCHEDULE_SCHEMA
+from controllers.schedule import check_compatible
+from controllers.schema import check_schedule_dict, read_strict_json
 
 
 def saved_kind(d: dict[str, Any]) -> str:
@@ -29,13 +31,13 @@ def load_controller(
     stopping controller also deploys on another model (its sigma range decides).
 
     A budget controller needs ``sampler`` (it reserves the plain steps' calls)."""
-    stopping = _read_stopping(path)
-    if stopping is not None:
+    raw = read_strict_json(path, "controller")  # NaN / Infinity refused, the file named
+    if isinstance(raw, dict) and raw.get("schema") == STOPPING_SCHEMA:
         try:
-            return load_stopping(stopping, sampler)
+            return load_stopping(raw, sampler)
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: {err}") from err
-    d = read_schedule_json(path)
+    d = check_schedule_dict(raw, str(path), SCHEDULE_SCHEMA)
     check_compatible(d["meta"], sampler, model, str(path))
     kind = saved_kind(d)
     entry = CONTROLLERS.get(kind) if kind in CONTROLLERS else None
@@ -46,18 +48,3 @@ def load_controller(
         return loader(d, sampler)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
-
-
-def _read_stopping(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The saved dict when ``path`` holds a stopping controller, else ``None``."""
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        return None  # read_schedule_json names the missing file
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return d if isinstance(d, dict) and d.get("schema") == STOPPING_SCHEMA else None

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaptive_tts.control import FixedController, SigmaWindowController
-from adaptive_tts.registry import Registry, check_options
+from adaptive_tts.registry import Registry, accepted_options, check_options
 from controllers.binomial import fit_binomial
 from controllers.budget import BudgetController
-from controllers.closed_loop import fit_stopping, load_stopping, plot_stopping_fit
+from controllers.closed_loop import (
+    StoppingController,
+    fit_stopping,
+    load_stopping,
+    plot_stopping_fit,
+)
 from controllers.gain import fit_gain
 from controllers.gp import fit_gp_controller
 from controllers.plots import plot_controller
@@ -44,11 +49,22 @@ class ControllerKind:
     build: Callable[..., Any] | None = None
     plot: Plot | None = None
     load: Load | None = None
+    options: tuple[str, ...] | None = None
 
     @property
     def fitted(self) -> bool:
         """Whether the kind is fitted on traces (its result is worth saving and plotting)."""
         return self.fit is not None
+
+    def accepted(self) -> list[str] | None:
+        """The options the kind takes (``None``: any): ``options`` when registered with
+        them, else those of its ``fit`` (after traces and sampler) or ``build``."""
+        if self.options is not None:
+            return list(self.options)
+        if self.fit is not None:
+            return accepted_options(self.fit, 2)
+        assert self.build is not None
+        return accepted_options(self.build)
 
 
 CONTROLLERS: Registry[ControllerKind] = Registry("controller kind")
@@ -61,11 +77,13 @@ def register_controller(
     build: Callable[..., Any] | None = None,
     plot: Plot | None = None,
     load: Load | None = None,
+    options: tuple[str, ...] | None = None,
 ) -> ControllerKind:
-    """Register a controller kind (a duplicate name is a ``ValueError``)."""
+    """Register a controller kind (a duplicate name is a ``ValueError``); ``options``: the
+    option names it takes when its ``fit`` hides them behind ``**options``."""
     if (fit is None) == (build is None):
         raise ValueError(f"controller kind {name!r}: give exactly one of fit= and build=")
-    return CONTROLLERS.register(name, ControllerKind(name, fit, build, plot, load))
+    return CONTROLLERS.register(name, ControllerKind(name, fit, build, plot, load, options))
 
 
 def make_controller(
@@ -132,10 +150,27 @@ def _fit_budget(
     return BudgetController(fit_gain(step_stats(traces), **options), budget, sampler)
 
 
+def _names(
+    fn: Callable[..., Any], skip: int, *extra: str, less: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """``extra`` and the options ``fn`` takes after ``skip`` parameters (less ``less``)."""
+    return (*extra, *(accepted_options(fn, skip, less) or []))
+
+
+_STOPPING = _names(StoppingController, 1, less=("sampler", "meta"))
 register_controller("fixed", build=FixedController)
 register_controller("window", build=SigmaWindowController)
-register_controller("binomial", fit=_fit_binomial, plot=plot_controller, load=load_schedule)
-register_controller("gp", fit=_fit_gp, plot=plot_controller, load=load_schedule)
-register_controller("gain", fit=_fit_gain, plot=plot_controller, load=load_schedule)
-register_controller("budget", fit=_fit_budget, plot=plot_controller, load=load_budget)
-register_controller("stopping", fit=fit_stopping, plot=plot_stopping_fit, load=load_stopping)
+for _name, _fit, _load, _opts in (
+    ("binomial", _fit_binomial, load_schedule, _names(fit_binomial, 1)),
+    ("gp", _fit_gp, load_schedule, _names(fit_gp_controller, 1)),
+    ("gain", _fit_gain, load_schedule, _names(fit_gain, 1)),
+    ("budget", _fit_budget, load_budget, _names(fit_gain, 1, "budget")),
+):
+    register_controller(_name, fit=_fit, plot=plot_controller, load=_load, options=_opts)
+register_controller(
+    "stopping",
+    fit=fit_stopping,
+    plot=plot_stopping_fit,
+    load=load_stopping,
+    options=("target", "model", "reference", *_STOPPING),  # fit_stopping's, then the controller's
+)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from adaptive_tts.fileio import atomic_write_bytes
+
 ModelKind = Literal["logistic", "gp"]
 GRID_U = 65  # log-sigma grid points of the deployed threshold table
 GRID_Z = 257  # score grid points searched for the threshold
@@ -220,13 +222,10 @@ class ReliabilityModel:
         """The calibration observations it was fitted on, as safetensors (atomic write)."""
         if not self.data:
             return None
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in self.data.items()}, str(tmp))
-        os.replace(tmp, path)
-        return path
+        blob = save({k: v.contiguous() for k, v in self.data.items()})
+        return atomic_write_bytes(path, blob)  # a unique temp name, then rename
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReliabilityModel:

@@ -12,7 +12,6 @@ the end point's knobs hold) is a ``ValueError`` naming the sigma and the range."
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,7 +21,10 @@ from typing import Any, Literal
 import torch
 
 from adaptive_tts.control import check_knobs
+from adaptive_tts.fileio import atomic_write_text
+from adaptive_tts.traces import strict_dumps
 from adaptive_tts.types import Knobs, StepInfo
+from controllers.schema import check_schedule_dict, read_strict_json
 
 SCHEMA = "adaptive_tts.schedule/1"
 LOG_SIGMA_TOL = 0.05
@@ -61,7 +63,7 @@ class ScheduleController:
         if not 0 <= self.k_min <= self.k_max:
             raise ValueError(f"k_min must lie in [0, k_max={self.k_max}], got {self.k_min}")
         for st in self.steps:
-            check_knobs(self.n, int(st["k"]), float(st["eps"]), self.lam)
+            check_knobs(self.n, st["k"], st["eps"], self.lam)  # k=2.7 refused, not truncated
             if self.mode == "draw" and not 0.0 <= float(st.get("p", -1)) <= 1.0:
                 raise ValueError(f"step {st['i']}: p must lie in [0, 1] for mode='draw'")
             if not float(st["sigma"]) > 0:
@@ -196,35 +198,20 @@ def _clipped_binomial_mean(n: int, p: float, floor: int) -> float:
 
 
 def write_json(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Strict JSON written atomically through a unique temp file
+    (:func:`~adaptive_tts.fileio.atomic_write_text`: concurrent writers to one path never
+    share a temp name); a non-finite float is stored as ``"NaN"``/``"Infinity"``
+    (:func:`~adaptive_tts.traces.to_strict`), which the knob checks then refuse on load."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, strict_dumps(obj, indent=1) + "\n")
 
 
 def read_schedule_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a schedule file; every problem is a ``ValueError`` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"schedule file not found: {path}")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); the file is corrupt") from err
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    if d.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: schema {d.get('schema')!r}, expected {SCHEMA!r}")
-    missing = [k for k in ("kind", "mode", "n", "lam", "k_max", "steps", "meta") if k not in d]
-    if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}")
-    if not isinstance(d["steps"], list) or not all(
-        isinstance(s, dict) and {"i", "sigma", "k", "eps"} <= set(s) for s in d["steps"]
-    ):
-        raise ValueError(f"{path}: 'steps' must be a list of objects with i, sigma, k, eps")
-    return d
+    """Read and check a schedule file (:func:`~controllers.schema.check_schedule_dict`):
+    every problem is a ``ValueError`` naming the file and the key (a missing file:
+    ``FileNotFoundError``)."""
+    return check_schedule_dict(read_strict_json(path), str(path), SCHEMA)
 
 
 def check_compatible(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptive_tts.traces import record_key, run_k, strict_dumps
+from adaptive_tts.traces import HASH_KEY, record_key, run_k, strict_dumps
 
 
 @dataclass
@@ -99,11 +99,16 @@ def one_setting(
     if not traces:
         raise ValueError(f"{what} must not be empty")
     groups: dict[str, int] = {}
+    hashes: dict[str, set[str]] = {}
     for t in traces:
         key = trace_setting(t, vary)
         groups[key] = groups.get(key, 0) + 1
+        hashes.setdefault(key, set()).add(str(t.get(HASH_KEY) or "no hash"))
     if len(groups) > 1:
-        seen = "; ".join(f"{n} x {_short(json.loads(k))}" for k, n in groups.items())
+        seen = "; ".join(
+            f"{n} x {_short(json.loads(k))} (settings {', '.join(sorted(hashes[k]))})"
+            for k, n in groups.items()
+        )
         raise ValueError(
             f"{what} mix {len(groups)} calibration settings ({seen}): fit one at a time "
             "(--settings HASH, or one directory per setting)"

@@ -308,18 +308,20 @@ def calibrate(
             append_traces(shard_path, b.result.traces)
             bar.update(len(b.pairs))
 
-        run_pairs(
-            task,
-            method,
-            sampler,
-            mine,
-            batch=batch,
-            device=device,
-            evaluate=False,
-            on_batch=write,
-            **options,
-        )
-        bar.close()
+        try:
+            run_pairs(
+                task,
+                method,
+                sampler,
+                mine,
+                batch=batch,
+                device=device,
+                evaluate=False,
+                on_batch=write,
+                **options,
+            )
+        finally:
+            bar.close()  # also on a failure: its error then starts on a line of its own
     return {
         "done": len(pairs) - len(todo),
         "ran": len(mine),

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from experiments.calibration import check_out_dir
 from experiments.config import load_config
 from experiments.run import run_experiment
 
@@ -33,7 +34,11 @@ def run_demo(
     wandb: bool = False,
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo config; returns the experiment result (rows, per-pair records)."""
+    """Run the demo config; returns the experiment result (rows, per-pair records). ``out``,
+    ``seeds`` and the config are checked before any work."""
+    check_out_dir(Path(out), "--out")
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"--seeds={seeds!r} is invalid, allowed: an integer >= 1")
     sets = list(overrides or [])
     if task is not None:
         sets.append(f"task={task}")

@@ -17,22 +17,49 @@ Sharded runs give the same per-pair results as a single process (per-sample gene
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from adaptive_tts.compute import ComputeMeter
 from adaptive_tts.registry import SAMPLERS
-from adaptive_tts.report import format_table, mean_ci
+from adaptive_tts.tasks import Task, build_task
 from adaptive_tts.traces import load_traces
-from experiments.calibration import calibrate
+from experiments.calibration import calibrate, check_out_dir
 from experiments.config import expand_methods, load_config
 from experiments.pairs import Batch, eval_score, run_pairs
+from experiments.plan import config_prompts, make_pairs, noise_seed, plan_pairs, trace_sets
+from experiments.results import (
+    cluster_mean_ci,
+    merge_compute,
+    save_samples,
+    save_schedule,
+    summarise,
+    table,
+    write_results,
+)
 from experiments.runner import prepare_task
+
+__all__ = [
+    "Dist",
+    "build_controller",
+    "cluster_mean_ci",
+    "config_prompts",
+    "config_task",
+    "main",
+    "make_pairs",
+    "make_sampler_from_config",
+    "noise_seed",
+    "plan_pairs",
+    "run_experiment",
+    "summarise",
+    "table",
+    "trace_sets",
+    "write_results",
+]
 
 
 class Dist:
@@ -70,93 +97,6 @@ class Dist:
         from accelerate.utils import gather_object
 
         return list(gather_object(items))
-
-
-Triple = tuple[int, int, int]  # (prompt, seed, noise seed)
-
-
-def noise_seed(index: int, seed: int, num_prompts: int) -> int:
-    """The generator seed of the pair ``(prompts[index], seed)`` when every pair has its own
-    noise: ``seed * num_prompts + index``. For ``0 <= index < num_prompts`` this is one-to-one
-    in (seed, index), so the pairs of a config never share noise, and two seed ranges that do
-    not overlap (calibration, evaluation) give disjoint noise seeds. With seeds ``[0, count]``
-    it equals the pair's position in the list (the older ``unique_seeds: true`` numbering)."""
-    if not 0 <= index < num_prompts:
-        raise ValueError(f"prompt index {index} outside [0, {num_prompts})")
-    return seed * num_prompts + index
-
-
-def make_pairs(
-    prompts: list[int], first: int, count: int, noise: str = "independent"
-) -> list[Triple]:
-    """``(prompt, seed, noise seed)`` for seeds ``first..first+count-1`` and every prompt (seed
-    major). ``noise="independent"``: the noise seed is :func:`noise_seed` (each pair its own
-    starting noise and random stream, also on an unconditional task where the prompt only
-    selects the reward); ``"shared"``: the prompts of a seed share noise seed ``seed``."""
-    if noise not in ("independent", "shared"):
-        raise ValueError(f"noise must be 'independent' or 'shared', got {noise!r}")
-    n = len(prompts)
-    return [
-        (int(p), s, noise_seed(i, s, n) if noise == "independent" else s)
-        for s in range(first, first + count)
-        for i, p in enumerate(prompts)
-    ]
-
-
-def config_prompts(cfg: dict[str, Any], task: Any) -> list[int]:
-    """``pairs.prompts``, or every class when it is null (``[-1]`` for a task without prompts)."""
-    prompts = cfg["pairs"]["prompts"]
-    if prompts is None:
-        return list(range(task.num_classes)) if task.uses_prompt else [-1]
-    return [int(p) for p in prompts]
-
-
-def plan_pairs(cfg: dict[str, Any], prompts: list[int]) -> tuple[list[Triple], list[Triple]]:
-    """The evaluation and calibration ``(prompt, seed, noise seed)`` triples of a config.
-
-    Raises:
-        ValueError: the calibration shares a noise seed with the evaluation (held-out pairs
-            must be draws the calibration never saw), or, with independent noise, two pairs
-            share one.
-    """
-    first, count = cfg["pairs"]["seeds"]
-    noise = cfg["pairs"].get("noise", "independent")
-    pairs = make_pairs(prompts, int(first), int(count), noise)
-    cal: list[Triple] = []
-    if cfg.get("calibration"):
-        c_first, c_count = cfg["calibration"]["seeds"]
-        cal = make_pairs(prompts, int(c_first), int(c_count), noise)
-        both = {t[2] for t in pairs} & {t[2] for t in cal}
-        if both:
-            raise ValueError(
-                f"calibration seeds {[c_first, c_count]} share {len(both)} noise seeds with the "
-                f"evaluation seeds {[first, count]}: choose disjoint seed ranges"
-            )
-    if noise == "independent":
-        for group in (pairs, cal):
-            assert len({t[2] for t in group}) == len(group), "noise seeds must be unique"
-    return pairs, cal
-
-
-def trace_sets(cal: dict[str, Any], base: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
-    """The calibration runs of a config's ``calibration`` section, by trace-set name: each a
-    list of ``(directory, eps-greedy knobs)``.
-
-    * plain ``{seeds, n, k, eps, lam}``: ``full`` = one run in ``base``;
-    * budget-varied ``{seeds, budgets: [K...], n, eps, ..., reference: {n, k, eps, lam}}``:
-      ``budgets`` = one run per K in ``base/kK`` (the knobs with ``k = K``; the layout of
-      ``adaptive-tts calibrate --budgets``), ``full`` = the optional ``reference`` run (the full
-      search whose reward a stopping target refers to) in ``base/reference``.
-    """
-    cal = {k: v for k, v in cal.items() if k not in ("seeds", "dir")}
-    budgets = cal.pop("budgets", None)
-    reference = cal.pop("reference", None)
-    if budgets is None:
-        return {"full": [(base, cal)]}
-    sets = {"budgets": [(base / f"k{int(k)}", {**cal, "k": int(k)}) for k in budgets]}
-    if reference:
-        sets["full"] = [(base / "reference", dict(reference))]
-    return sets
 
 
 def build_controller(
@@ -204,38 +144,110 @@ def build_controller(
     return make_controller(kind, traces, sampler, **spec)
 
 
-def make_sampler_from_config(sc: dict[str, Any], sigma_max: float) -> Any:
-    """The config's ``sampler: {name, steps, **options}`` built by
-    :data:`adaptive_tts.registry.SAMPLERS`."""
-    sc = dict(sc)
-    name, steps = sc.pop("name"), int(sc.pop("steps"))
-    return SAMPLERS[name](steps, sigma_max=sigma_max, **sc)
+def make_sampler_from_config(sc: dict[str, Any], task: Task) -> Any:
+    """The config's ``sampler: {name, steps, **options}``: with no options, the model's own
+    sampler (``null`` name/steps: its defaults, :meth:`Task.make_sampler`); with options, the
+    sampler built by :data:`adaptive_tts.registry.SAMPLERS` on the task's ``sigma_max``."""
+    sc = {k: v for k, v in sc.items() if v is not None}
+    name, steps = sc.pop("name", None), sc.pop("steps", None)
+    if not sc:
+        return task.make_sampler(name, steps)
+    if task.sampler_factory is not None:
+        raise ValueError(
+            f"config key 'sampler.{next(iter(sc))}': model {task.model!r} takes sampler name "
+            "and steps only"
+        )
+    return SAMPLERS[name or "heun"](int(steps or 18), sigma_max=task.sigma_max, **sc)
+
+
+def config_task(cfg: dict[str, Any], device: str = "cpu") -> Task:
+    """The task of a checked config: ``task:`` (:func:`adaptive_tts.tasks.build_task`) or
+    ``model:`` with its reward(s), judge and prompts (:func:`adaptive_tts.specs.make_task`)."""
+    if cfg.get("model") is None:
+        return build_task(cfg["task"], device=device)
+    from adaptive_tts.prompts import resolve_prompts
+    from adaptive_tts.specs import make_task
+
+    prompts = resolve_prompts(cfg["prompts"], cfg["prompts_file"], cfg["prompt_column"])
+    return make_task(
+        cfg["model"],
+        cfg["reward"],
+        eval_reward=cfg["eval_reward"],
+        prompts=prompts,
+        guidance=cfg["guidance"],
+        height=cfg["height"],
+        width=cfg["width"],
+        device=device,
+    )
+
+
+def _record(
+    run: dict[str, Any], b: Batch, task: Task, seed_of: dict[tuple[int, int], int]
+) -> list[dict[str, Any]]:
+    """The per-pair records of one batch of a method run."""
+    sec = b.seconds / len(b.pairs)
+    hit = eval_score(b.eval, len(b.pairs))
+    texts = task.prompt_texts
+    out = []
+    for j, (p, ns) in enumerate(b.pairs):
+        rec: dict[str, Any] = {
+            "label": run["label"],
+            "group": run.get("group", ""),
+            "method": run["method"],
+            "prompt": p,
+        }
+        if texts:
+            rec["prompt_text"] = texts[p]
+        rec.update(
+            seed=seed_of[(p, ns)],
+            noise_seed=ns,
+            reward=float(b.result.reward[j]),
+            nfe=int(b.result.nfe[j]),
+            eval=float(hit[j]),
+            seconds=sec,
+        )
+        if "eval_reward" in b.eval:
+            rec["eval_reward"] = float(b.eval["eval_reward"][j])
+        for purpose, counts in b.result.nfe_by_purpose.items():
+            rec[f"nfe_{purpose}"] = int(counts[j])
+        rec["reward_calls"] = int(b.result.reward_calls[j])
+        out.append(rec)
+    return out
 
 
 def run_experiment(
     cfg: dict[str, Any], out: Path, wandb_on: bool = True, progress: bool = True
 ) -> dict[str, Any]:
-    """Run every method of ``cfg`` on its (prompt, seed) pairs; write results into ``out``."""
+    """Run every method of a checked config (:func:`experiments.config.load_config`) on its
+    (prompt, seed) pairs; write results into ``out``. Everything is checked (the task built,
+    the sampler, the pairs, ``out`` usable) before anything is written."""
     from tqdm.auto import tqdm
 
+    check_out_dir(Path(out), "--out")
     dist = Dist()
     # cuda -> cuda:LOCAL_RANK under a launcher
-    task, device = prepare_task(cfg["task"], cfg["device"], bool(cfg["cuda_graphs"]))
+    task, device = prepare_task(
+        cfg.get("task") or "",
+        cfg["device"],
+        bool(cfg["cuda_graphs"]),
+        build=lambda d: config_task(cfg, d),
+    )
     gen_dev = cfg["generator_device"]
-    sampler = make_sampler_from_config(cfg["sampler"], task.sigma_max)
+    sampler = make_sampler_from_config(cfg["sampler"], task)
     prompts = config_prompts(cfg, task)
     triples, cal_triples = plan_pairs(cfg, prompts)
     pairs = [(p, ns) for p, _, ns in triples]  # what the searches see: (prompt, noise seed)
     seed_of = {(p, ns): s for p, s, ns in triples}
     mine = pairs[dist.rank :: dist.world]
+    runs = expand_methods(cfg)
     out.mkdir(parents=True, exist_ok=True)
     traces_dir: dict[str, list[Path]] | None = None
     calibration: dict[str, Any] = {}
     if cfg["calibration"]:
         cal_pairs = [(p, ns) for p, _, ns in cal_triples]
-        base = Path(cfg["calibration"].get("dir", out / "calibration"))
+        base = Path(cfg["calibration"].get("dir") or out / "calibration")
         sets = trace_sets(cfg["calibration"], base)
-        for where, knobs in [run for runs in sets.values() for run in runs]:
+        for where, knobs in [run for runs_ in sets.values() for run in runs_]:
             calibrate(  # every process runs its share of the pairs into its own shard
                 task,
                 "eps-greedy",
@@ -250,7 +262,7 @@ def run_experiment(
                 **knobs,
             )
         dist.barrier()
-        traces_dir = {name: [where for where, _ in runs] for name, runs in sets.items()}
+        traces_dir = {name: [where for where, _ in runs_] for name, runs_ in sets.items()}
         calibration = {
             "pairs": len(cal_pairs),
             "noise_seeds": [ns for _, ns in cal_pairs],
@@ -260,8 +272,9 @@ def run_experiment(
             },
         }
     records: list[dict[str, Any]] = []
+    compute: list[tuple[str, dict[str, Any]]] = []
     best_images: dict[str, torch.Tensor] = {}
-    runs = expand_methods(cfg)
+    best_x0: dict[str, torch.Tensor] = {}
     for run in tqdm(runs, desc=cfg["name"], disable=not (progress and dist.main)):
         kw = {k: v for k, v in run.items() if k not in ("label", "method", "controller", "group")}
         kw["controller"] = build_controller(run.get("controller"), traces_dir, sampler)
@@ -269,62 +282,52 @@ def run_experiment(
             save_schedule(kw["controller"], out, run["label"], run["controller"]["kind"])
 
         def record(b: Batch, run: dict[str, Any] = run) -> None:
-            sec = b.seconds / len(b.pairs)
-            hit = eval_score(b.eval, len(b.pairs))
-            for j, (p, ns) in enumerate(b.pairs):
-                records.append(
-                    {
-                        "label": run["label"],
-                        "group": run.get("group", ""),
-                        "method": run["method"],
-                        "prompt": p,
-                        "seed": seed_of[(p, ns)],
-                        "noise_seed": ns,
-                        "reward": float(b.result.reward[j]),
-                        "nfe": int(b.result.nfe[j]),
-                        "eval": float(hit[j]),
-                        "seconds": sec,
-                    }
-                )
+            records.extend(_record(run, b, task, seed_of))
             top = b.result.reward.argsort(descending=True)[:8]
-            best_images[run["label"]] = task.to_image(b.result.x0[top]).cpu()
+            best_x0[run["label"]] = b.result.x0[top]  # decoded outside the compute meter
 
-        run_pairs(
-            task,
-            run["method"],
-            sampler,
-            mine,
-            batch=cfg["batch"],
-            device=device,
-            generator_device=gen_dev,
-            on_batch=record,
-            **kw,
-        )
+        with ComputeMeter() as meter:
+            run_pairs(
+                meter.instrument(task),
+                run["method"],
+                sampler,
+                mine,
+                batch=cfg["batch"],
+                device=device,
+                generator_device=gen_dev,
+                on_batch=record,
+                **kw,
+            )
+        compute.append((run["label"], meter.summary()))
+        if run["label"] in best_x0:
+            best_images[run["label"]] = task.to_image(best_x0.pop(run["label"])).cpu()
     records = dist.gather(records)
+    compute = dist.gather(compute)
     dist.close()
     if not dist.main:
         return {}
     order = {pair: i for i, pair in enumerate(pairs)}
-    records.sort(
-        key=lambda r: (
-            [x["label"] for x in runs].index(r["label"]),
-            order[(r["prompt"], r["noise_seed"])],
-        )
-    )
-    rows = summarise(records, runs)
+    labels = [x["label"] for x in runs]
+    records.sort(key=lambda r: (labels.index(r["label"]), order[(r["prompt"], r["noise_seed"])]))
+    by_label = {lab: merge_compute([c for k, c in compute if k == lab]) for lab in labels}
+    rows = summarise(records, runs, by_label)
     result = {
         "config": cfg,
+        "task": task.name,
+        "model": task.model,
+        "prompts": task.prompt_texts,
         "pairs": len(pairs),
         "noise": cfg["pairs"].get("noise", "independent"),
         "processes": dist.world,
         "calibration": calibration,
+        "compute": merge_compute([c for _, c in compute]),
         "rows": rows,
         "records": records,
     }
     write_results(result, out)
     from experiments.plots import plot_reward_vs_nfe
 
-    plot_reward_vs_nfe(rows, out / "reward_vs_nfe.png", f"{cfg['name']}: {cfg['task']}")
+    plot_reward_vs_nfe(rows, out / "reward_vs_nfe.png", f"{cfg['name']}: {task.name}")
     save_samples(best_images, out / "samples.png")
     if wandb_on and cfg["wandb"].get("enabled", True):
         from experiments.wandb_log import log_experiment
@@ -340,111 +343,9 @@ def _fitted(spec: dict[str, Any] | None) -> bool:
     return spec is not None and CONTROLLERS[spec["kind"]].fitted
 
 
-def slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")
-
-
-def save_schedule(ctrl: Any, out: Path, label: str, kind: str | None = None) -> None:
-    """Keep a fitted controller's JSON and a plot of its fit (the kind's registered plot) in
-    the run directory."""
-    from controllers.plots import plot_controller
-    from controllers.registry import CONTROLLERS
-
-    ctrl.save(str(out / f"schedule_{slug(label)}.json"))
-    plot = CONTROLLERS[kind].plot if kind is not None else plot_controller
-    if plot is not None:
-        plot(ctrl, None, str(out / f"fit_{slug(label)}.png"))
-
-
-def save_samples(images: dict[str, torch.Tensor], path: Path) -> Path | None:
-    """One row of best samples per method (image-shaped tasks only)."""
-    from adaptive_tts.viz import save_grid
-
-    rows = {k: v for k, v in images.items() if v.dim() == 4}
-    if not rows:
-        return None
-    width = max(v.shape[0] for v in rows.values())
-    imgs, labels = [], []
-    for k, v in rows.items():
-        for j in range(width):
-            imgs.append(v[min(j, v.shape[0] - 1)])
-            labels.append(k if j == 0 else "")
-    return save_grid(torch.stack(imgs), path, labels=labels, ncol=width)
-
-
-def cluster_mean_ci(
-    values: list[float], clusters: list[int], z: float = 1.96
-) -> tuple[float, float]:
-    """Mean and 95% half-width with pairs that share a noise seed as one cluster (the ratio
-    estimator's sandwich variance over clusters). With every pair its own cluster this is
-    :func:`adaptive_tts.report.mean_ci`."""
-    if len(set(clusters)) == len(clusters):
-        return mean_ci(values)
-    sums: dict[int, list[float]] = {}
-    for v, c in zip(values, clusters):
-        sums.setdefault(c, []).append(v)
-    g, total = len(sums), len(values)
-    m = sum(values) / total
-    if g < 2:
-        return m, 0.0
-    dev = sum((sum(vs) - m * len(vs)) ** 2 for vs in sums.values())
-    return m, z * math.sqrt(g / (g - 1) * dev) / total
-
-
-def summarise(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method: mean reward with a 95% interval clustered by noise seed (pairs that
-    share noise count once), mean counted NFEs, evaluation rate and seconds per sample."""
-    rows = []
-    for run in runs:
-        rs = [r for r in records if r["label"] == run["label"]]
-        m, ci = cluster_mean_ci(
-            [r["reward"] for r in rs], [r.get("noise_seed", r["seed"]) for r in rs]
-        )
-        rows.append(
-            {
-                "label": run["label"],
-                "group": run.get("group", ""),
-                "method": run["method"],
-                "reward": m,
-                "ci95": ci,
-                "nfe": sum(r["nfe"] for r in rs) / len(rs),
-                "eval_rate": sum(r["eval"] for r in rs) / len(rs),
-                "seconds_per_sample": sum(r["seconds"] for r in rs) / len(rs),
-                "n": len(rs),
-                "clusters": len({r.get("noise_seed", r["seed"]) for r in rs}),
-            }
-        )
-    return rows
-
-
-def write_results(result: dict[str, Any], out: Path) -> None:
-    """``results.json`` and ``results.csv`` (per-pair records), each written atomically."""
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out / "results.json")
-    tmp = out / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(result["records"][0]))
-        w.writeheader()
-        w.writerows(result["records"])
-    os.replace(tmp, out / "results.csv")
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    shown = [
-        {
-            "method": r["label"],
-            "reward (95% CI)": f"{r['reward']:.4f} ± {r['ci95']:.4f}",
-            "NFEs": f"{r['nfe']:.0f}",
-            "eval": f"{r['eval_rate']:.3f}",
-            "s/sample": f"{r['seconds_per_sample']:.3f}",
-        }
-        for r in rows
-    ]
-    return format_table(shown, list(shown[0]))
-
-
 def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.run CONFIG [--set KEY=VALUE ...] [--out DIR] [--no-wandb]``;
+    a bad config, override or ``--out`` is one line on stderr and exit code 2."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("config", type=Path)
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
@@ -453,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / cfg["name"]
+    check_out_dir(out, "--out")
     result = run_experiment(cfg, out, wandb_on=not args.no_wandb)
     if result:
         print(table(result["rows"]))
@@ -460,5 +362,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _script(argv: list[str] | None = None) -> int:
+    """:func:`main` with the command line's one-line errors (exit code 2)."""
+    from experiments.cli.errors import one_line
+
+    try:
+        return main(argv)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        if os.environ.get("ADAPTIVE_TTS_DEBUG", "") not in ("", "0"):
+            raise
+        print(one_line(err), file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_script())

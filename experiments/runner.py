@@ -4,6 +4,7 @@ calibration, the evaluation drivers and benchmarks), and place a process in a la
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -96,16 +97,22 @@ def rank_device(device: str) -> str:
     return device
 
 
-def prepare_task(name: str, device: str = "cpu", cuda_graphs: bool = False) -> tuple[Task, str]:
-    """Build task ``name`` for this process: ``device`` goes through :func:`rank_device` (and
-    becomes the current CUDA device), and ``cuda_graphs`` wraps the denoiser and reward in
-    CUDA-graph replay. Returns the task and the device it lives on."""
+def prepare_task(
+    name: str,
+    device: str = "cpu",
+    cuda_graphs: bool = False,
+    build: Callable[[str], Task] | None = None,
+) -> tuple[Task, str]:
+    """Build task ``name`` (or ``build(device)``, e.g. a model spec's task) for this process:
+    ``device`` goes through :func:`rank_device` (and becomes the current CUDA device), and
+    ``cuda_graphs`` wraps the denoiser and reward in CUDA-graph replay. Returns the task and
+    the device it lives on."""
     device = rank_device(str(device))
     if cuda_graphs and not device.startswith("cuda"):
         raise ValueError(f"cuda_graphs needs a CUDA device, got device {device!r}")
     if device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(device))
-    task = build_task(name, device=device)
+    task = build(device) if build is not None else build_task(name, device=device)
     if cuda_graphs:
         from adaptive_tts.cuda_graphs import graph_task
 

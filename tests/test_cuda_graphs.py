@@ -12,11 +12,33 @@ from adaptive_tts.search.common import Scorer
 
 
 @pytest.mark.parametrize(
-    ("m", "bucket"), [(1, 16), (16, 16), (17, 32), (64, 64), (65, 128), (256, 256), (300, 512)]
+    ("m", "bucket"),
+    [
+        (1, 16),
+        (16, 16),
+        (17, 32),
+        (64, 64),
+        (65, 128),
+        (256, 256),
+        (257, 320),
+        (300, 320),
+        (321, 384),
+        (512, 512),
+        (2049, 2560),
+        (2560, 2560),
+        (4000, 4096),
+    ],  # fmt: skip
 )
-def test_bucket_is_next_power_of_two_at_least_min(m: int, bucket: int) -> None:
+def test_bucket_is_next_power_of_two_then_quarter_octaves(m: int, bucket: int) -> None:
     assert bucket_rows(m) == bucket
     assert bucket_rows(m, min_bucket=1) >= m
+
+
+def test_bucket_padding_stays_under_a_quarter_above_256_rows() -> None:
+    for m in range(257, 9000):
+        b = bucket_rows(m)
+        assert m <= b < 1.25 * m, m
+    assert len({bucket_rows(m) for m in range(257, 4097)}) == 16  # four buckets per octave
 
 
 def test_bucket_rejects_empty() -> None:

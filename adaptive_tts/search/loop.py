@@ -45,7 +45,9 @@ and ``post(i, x_hat, x0_hat, ...)`` exactly as eps-greedy does today.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -97,6 +99,9 @@ class Choice:
 NoiseHook = Callable[[StepContext], Tensor | Choice]
 AfterHook = Callable[[int, Tensor, StepContext | None], None]
 """``after(i, x_next, ctx)``: ``ctx`` is ``None`` for a plain (zero-noise) step."""
+StepObserver = Callable[[int, Ledger, bool], None]
+"""``observer(i, ledger, done)``: see :func:`observe_steps`."""
+_OBSERVER: ContextVar[StepObserver | None] = ContextVar("adaptive_tts_steps", default=None)
 
 
 def evaluator(ledger: Ledger, cond: Tensor | None, owner: Tensor, purpose: Purpose) -> Evaluate:
@@ -150,27 +155,66 @@ def denoise(
     Returns:
         ``(x_final (R, *S), x0)`` with ``x0`` the last known ``D(x_final, 0)`` or ``None``.
     """
-    cond, owner = rows
+    obs = _OBSERVER.get()
     for i in range(start, sampler.num_steps):
-        if sampler.noise_scale(i) == 0.0:
-            x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner, purpose)
-            if after is not None:
-                after(i, x, None)
+        if obs is None:
+            x, x0 = _step(ledger, sampler, i, x, x0, rows, choose, purpose, after)
             continue
-        if sampler.needs_x0 and x0 is None:
-            x0 = ledger(x, sampler.sigma(i), cond, owner, purpose)
-        x_det, sh, scale = sampler.pre(i, x, x0)
-        ctx = StepContext(i, sampler.sigma(i), sh, scale, x, x_det, rows, purpose)
-        ch = choose(ctx)
-        if not isinstance(ch, Choice):
-            ch = Choice(ch)
-        if ch.next is not None:
-            x, x0 = ch.next
-        else:
-            base = x_det if ch.parents is None else x_det[ch.parents]
-            x_hat = base + scale * ch.xi
-            x0_hat = ledger(x_hat, sh, cond, owner, purpose) if ch.x0_hat is None else ch.x0_hat
-            x, x0 = sampler.post(i, x_hat, x0_hat, evaluator(ledger, cond, owner, purpose))
-        if after is not None:
-            after(i, x, ctx)
+        token = _OBSERVER.set(None)  # nested loops (rollouts) are part of this step
+        obs(i, ledger, False)
+        try:
+            x, x0 = _step(ledger, sampler, i, x, x0, rows, choose, purpose, after)
+        finally:
+            _OBSERVER.reset(token)
+        obs(i, ledger, True)
     return x, x0
+
+
+def _step(
+    ledger: Ledger,
+    sampler: Sampler,
+    i: int,
+    x: Tensor,
+    x0: Tensor | None,
+    rows: Rows,
+    choose: NoiseHook,
+    purpose: Purpose,
+    after: AfterHook | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Step ``i`` of :func:`denoise`."""
+    cond, owner = rows
+    if sampler.noise_scale(i) == 0.0:
+        x, x0 = deterministic_step(ledger, sampler, i, x, x0, cond, owner, purpose)
+        if after is not None:
+            after(i, x, None)
+        return x, x0
+    if sampler.needs_x0 and x0 is None:
+        x0 = ledger(x, sampler.sigma(i), cond, owner, purpose)
+    x_det, sh, scale = sampler.pre(i, x, x0)
+    ctx = StepContext(i, sampler.sigma(i), sh, scale, x, x_det, rows, purpose)
+    ch = choose(ctx)
+    if not isinstance(ch, Choice):
+        ch = Choice(ch)
+    if ch.next is not None:
+        x, x0 = ch.next
+    else:
+        base = x_det if ch.parents is None else x_det[ch.parents]
+        x_hat = base + scale * ch.xi
+        x0_hat = ledger(x_hat, sh, cond, owner, purpose) if ch.x0_hat is None else ch.x0_hat
+        x, x0 = sampler.post(i, x_hat, x0_hat, evaluator(ledger, cond, owner, purpose))
+    if after is not None:
+        after(i, x, ctx)
+    return x, x0
+
+
+@contextmanager
+def observe_steps(observer: StepObserver) -> Iterator[None]:
+    """Within the block, :func:`denoise` calls ``observer(i, ledger, done)`` as each step of
+    its outermost loop starts (``done=False``) and ends (``True``): a per-step ledger can diff
+    ``ledger`` (NFEs and reward calls per sample) across the step. Loops nested in a step (MCTS
+    rollouts) are charged to that step. Nothing the search computes changes."""
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)

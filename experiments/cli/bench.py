@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from adaptive_tts.tasks import TASKS
+from experiments.cli.common import add_run_options, device_overrides
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
@@ -14,12 +15,13 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-wandb", action="store_true")
+    add_run_options(p, device=None)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from experiments.run import main as run_main
 
-    argv = [str(args.config), "--set", *args.overrides]
+    argv = [str(args.config), "--set", *args.overrides, *device_overrides(args)]
     if args.out is not None:
         argv += ["--out", str(args.out)]
     if args.no_wandb:

@@ -45,14 +45,18 @@ def add_model_reward_options(parser: argparse.ArgumentParser, default_model: str
         "--prompt-column", default=None, help="CSV column of --prompts (default: prompt/first)"
     )
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (text models)")
-    parser.add_argument("--height", type=int, default=None, help="pixels (text models)")
-    parser.add_argument("--width", type=int, default=None, help="pixels (text models)")
+    parser.add_argument(
+        "--height", dest="image_height", type=int, default=None, help="pixels (text models)"
+    )
+    parser.add_argument(
+        "--width", dest="image_width", type=int, default=None, help="pixels (text models)"
+    )
 
 
 def resolve_task(args: argparse.Namespace, device: str = "cpu") -> Task:
     """The :class:`Task` of the options added by :func:`add_model_reward_options`."""
     for opt in ("height", "width"):
-        value = getattr(args, opt, None)
+        value = getattr(args, f"image_{opt}", None)
         if value is not None and (value < 8 or value % 8):
             raise usage(f"--{opt}", value, "a multiple of 8 (pixels), >= 8")
     guidance = getattr(args, "guidance", None)
@@ -69,7 +73,7 @@ def resolve_task(args: argparse.Namespace, device: str = "cpu") -> Task:
         eval_reward=getattr(args, "eval_reward", None),
         prompts=prompts,
         guidance=guidance,
-        height=getattr(args, "height", None),
-        width=getattr(args, "width", None),
+        height=getattr(args, "image_height", None),
+        width=getattr(args, "image_width", None),
         device=device,
     )

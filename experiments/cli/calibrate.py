@@ -1,24 +1,65 @@
-"""``adaptive-tts calibrate`` and ``adaptive-tts fit``."""
+"""``adaptive-tts calibrate`` (here) and ``adaptive-tts fit`` (:mod:`experiments.cli.fit`).
+
+Every calibrate option is checked before anything is written, each error naming the option
+and its allowed range: ``--n``, ``--k``, ``--budgets``, ``--steps``, ``--batch`` integers in
+range, ``--eps`` in [0, 1], ``--lam`` finite and > 0, ``--seeds FIRST COUNT`` in the documented
+seed range, ``--classes`` valid for the task, ``--out`` a writable directory (not a file),
+``--stats`` a writable ``.json`` path; a budget-varied run is preflighted for every budget
+before the first one starts. A task without prompts refuses ``--classes``: its trajectories do
+not depend on a class, so each would be stored again under every class (an error, not a
+silent dedupe)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 from pathlib import Path
 from typing import Any
 
-from adaptive_tts.registry import SAMPLERS
-from adaptive_tts.tasks import TASKS
-from experiments.cli.common import _add_gpu_options
+from adaptive_tts.fileio import atomic_write_json
+from adaptive_tts.registry import SAMPLERS, check_method_options
+from adaptive_tts.seeds import SEED_MAX, check_seed
+from adaptive_tts.tasks import PROMPTED_REWARDS, TASKS
+from experiments.cli.common import (
+    add_run_options,
+    check_float,
+    check_generator_device,
+    check_int,
+    check_out_file,
+)
+from experiments.cli.errors import UsageError, usage
+from experiments.cli.fit import add_fit, cmd_fit
+
+__all__ = ["add_calibrate", "add_fit", "check_calibrate_args", "cmd_calibrate", "cmd_fit"]
+
+MAX_N, MAX_K, MAX_STEPS = 4096, 100_000, 1000
+MAX_ROWS = 2**20
+"""The most candidate rows (``--batch`` times ``--n``) one search call may hold."""
+MAX_PAIRS = 2**22
+"""The most (prompt, seed) pairs one calibrate command may list."""
+DEFAULT_K, DEFAULT_EPS = 20, 0.4
+FLAGS = {"n": "--n", "k": "--k", "eps": "--eps", "lam": "--lam"}
+
+
+def check_positive(option: str, value: object, hi: float = math.inf) -> float:
+    """``value`` if it is a finite number in ``(0, hi]``, else a :class:`UsageError`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    v = float(value) if ok else math.nan  # type: ignore[arg-type]
+    if not (math.isfinite(v) and 0 < v <= hi):
+        span = "> 0" if hi == math.inf else f"in (0, {hi:g}]"
+        raise usage(option, value, f"a finite number {span}")
+    return v
 
 
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="full-budget searches; append traces to DIR (resumable)")
     p.add_argument("--task", choices=sorted(TASKS), required=True)
     p.add_argument("--method", choices=["eps-greedy", "zero-order"], default="eps-greedy")
-    p.add_argument("--n", type=int, default=4)
-    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--n", type=int, default=4, help=f"candidates per iteration, 1..{MAX_N}")
+    p.add_argument(
+        "--k", type=int, default=None, help=f"iterations per step, 1..{MAX_K} (default 20)"
+    )
     p.add_argument(
         "--budgets",
         type=int,
@@ -26,18 +67,32 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="K",
         help="budget-varied calibration (for `fit --controller stopping`): one run per K into "
-        "OUT/kK (include 0); replaces --k",
+        f"OUT/kK (include 0; each in 0..{MAX_K}); replaces --k",
     )
-    p.add_argument("--eps", type=float, default=0.4)
-    p.add_argument("--lam", type=float, default=0.15)
-    p.add_argument("--classes", type=int, nargs="*", default=None, help="prompts (default: all)")
-    p.add_argument("--seeds", type=int, nargs=2, default=[0, 8], metavar=("FIRST", "COUNT"))
+    p.add_argument(
+        "--eps", type=float, default=None, help="eps-greedy's exploration rate, [0, 1] (0.4)"
+    )
+    p.add_argument("--lam", type=float, default=0.15, help="neighbour radius scale, > 0")
+    p.add_argument(
+        "--classes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="prompts (default: all; a task without prompts takes none)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs=2,
+        default=[0, 8],
+        metavar=("FIRST", "COUNT"),
+        help=f"seeds FIRST..FIRST+COUNT-1 (COUNT in [1, {MAX_PAIRS}], all in [0, {SEED_MAX}])",
+    )
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
-    p.add_argument("--steps", type=int, default=18)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK per process)")
-    _add_gpu_options(p)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=18, help=f"1..{MAX_STEPS}")
+    p.add_argument("--batch", type=int, default=16, help="pairs per search call")
+    add_run_options(p)
+    p.add_argument("--out", type=Path, required=True, help="calibration directory")
     p.add_argument(
         "--stats",
         type=str,
@@ -46,12 +101,68 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from experiments.calibration import calibrate
-    from experiments.runner import prepare_task, process_shard
+def check_calibrate_args(args: argparse.Namespace, rank: int = 0) -> dict[str, Any]:
+    """Every option that needs no task checked (nothing is built or written); returns the
+    method's options (``n``, ``k``, ``eps``, ``lam``)."""
+    from experiments.calibration import MAX_BATCH, check_out_dir
 
-    task, device = prepare_task(args.task, args.device, args.cuda_graphs)
+    check_int("--n", args.n, 1, MAX_N)
+    if args.budgets is not None:
+        if args.k is not None:
+            raise UsageError("--k and --budgets exclude each other", None, "give one of them")
+        for k in args.budgets:
+            check_int("--budgets", k, 0, MAX_K)
+    else:
+        check_int("--k", DEFAULT_K if args.k is None else args.k, 1, MAX_K)
+    if args.eps is not None:
+        check_float("--eps", args.eps, 0.0, 1.0)
+    check_positive("--lam", args.lam)
+    first, count = args.seeds
+    check_int("--seeds COUNT", count, 1, MAX_PAIRS)
+    check_seed(first, "--seeds FIRST", count)
+    check_int("--steps", args.steps, 1, MAX_STEPS)
+    check_int("--batch", args.batch, 1, MAX_BATCH)
+    if args.batch * args.n > MAX_ROWS:
+        raise UsageError(
+            f"--batch {args.batch} with --n {args.n} holds {args.batch * args.n} candidate rows",
+            None,
+            f"allowed: at most {MAX_ROWS}",
+        )
+    spec = TASKS[args.task]
+    if args.classes and not (spec.conditional or spec.reward in PROMPTED_REWARDS):
+        raise UsageError(
+            f"--classes {' '.join(map(str, args.classes))}: task {args.task} takes no prompt "
+            "(its trajectories do not depend on a class: each would be stored again under "
+            "every class)",
+            None,
+            "allowed: no --classes for this task",
+        )
+    if args.classes and len(set(args.classes)) < len(args.classes):
+        dup = next(c for c in args.classes if args.classes.count(c) > 1)
+        raise UsageError(f"--classes lists class {dup} twice", None, "allowed: distinct classes")
+    check_out_dir(args.out, "--out")
+    if args.stats is not None:
+        check_out_file(Path(args.stats.replace("{rank}", str(rank))), "--stats", (".json",))
+    check_generator_device(args.generator_device)
+    k = None if args.budgets is not None else (DEFAULT_K if args.k is None else args.k)
+    eps = DEFAULT_EPS if args.eps is None and args.method == "eps-greedy" else args.eps
+    options = {"n": args.n, "k": k, "eps": eps, "lam": args.lam}
+    check_method_options(args.method, options, dict(FLAGS))  # zero-order takes no --eps
+    return {key: v for key, v in options.items() if v is not None}
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from experiments.calibration import calibrate, preflight
+    from experiments.cli.common import prepare_run
+    from experiments.runner import process_shard
+
+    shard = process_shard()
+    options = check_calibrate_args(args, shard[0])
+    task, device = prepare_run(args, args.task)
     args.device = device
+    if task.uses_prompt:
+        for c in args.classes or []:
+            check_int("--classes", c, 0, task.num_classes - 1)
     sampler = SAMPLERS[args.sampler](args.steps, sigma_max=task.sigma_max)
     classes = (
         args.classes
@@ -59,131 +170,46 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         else (list(range(task.num_classes)) if task.uses_prompt else [-1])
     )
     first, count = args.seeds
+    if len(classes) * count > MAX_PAIRS:
+        raise UsageError(
+            f"--seeds {first} {count} over {len(classes)} classes lists "
+            f"{len(classes) * count} pairs",
+            None,
+            f"allowed: at most {MAX_PAIRS}",
+        )
     pairs = [(c, s) for c in classes for s in range(first, first + count)]
-    if args.budgets is not None and any(k < 0 for k in args.budgets):
-        raise SystemExit(f"--budgets must be integers >= 0, got {args.budgets}")
     runs = (
-        [(args.k, args.out)]
+        [(int(options.pop("k")), args.out)]
         if args.budgets is None
         else [(k, args.out / f"k{k}") for k in sorted(set(args.budgets))]
     )
+    extra = {"generator_device": args.generator_device}
+    for k, out in runs:  # every run checked before the first one writes
+        preflight(task, args.method, sampler, pairs, out, args.batch, k=k, **options, **extra)
     for k, out in runs:
-        info = calibrate(
-            task,
-            args.method,
-            sampler,
-            pairs,
-            out,
-            batch=args.batch,
-            device=args.device,
-            n=args.n,
-            k=k,
-            eps=args.eps,
-            lam=args.lam,
-            generator_device=args.generator_device,
-            shard=process_shard(),
-        )
+        try:
+            info = calibrate(
+                task,
+                args.method,
+                sampler,
+                pairs,
+                out,
+                batch=args.batch,
+                device=args.device,
+                k=k,
+                shard=shard,
+                progress=args.progress,
+                **options,
+                **extra,
+            )
+        except OSError as err:  # e.g. a full disk: the failed batch was cut back
+            raise UsageError(
+                f"writing {out} failed ({err}); nothing half-written was kept: free the "
+                "space and run the same command again to resume"
+            ) from err
         print(json.dumps(info))
     if args.stats is not None:
         stats = Path(args.stats.replace("{rank}", str(info["rank"])))
         stats.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stats.with_name(stats.name + ".tmp")
-        tmp.write_text(json.dumps({**info, "device": device, "cuda_graphs": args.cuda_graphs}))
-        os.replace(tmp, stats)
+        atomic_write_json(stats, {**info, "device": device, "cuda_graphs": args.cuda_graphs})
     return 0
-
-
-def add_fit(sub: argparse._SubParsersAction) -> None:
-    from controllers.registry import CONTROLLERS
-
-    fitted = sorted(k for k, v in CONTROLLERS.items() if v.fitted)
-    p = sub.add_parser("fit", help="fit a controller on calibration traces; write schedule JSON")
-    p.add_argument("--controller", choices=fitted, required=True)
-    p.add_argument("--traces", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--mapping", choices=["eps", "ceil", "draw", "improve"], default=None)
-    p.add_argument("--kernel", choices=["warp", "rbf"], default=None, help="gp (default warp)")
-    p.add_argument("--budget", type=float, default=None, help="NFEs per sample (budget)")
-    p.add_argument("--k-mean", type=float, default=None, help="gain/budget: target mean K_t")
-    p.add_argument(
-        "--target",
-        type=float,
-        default=None,
-        help="stopping: share of the full search's gain over plain sampling to hold (0.99)",
-    )
-    p.add_argument(
-        "--reference",
-        type=Path,
-        default=None,
-        help="stopping: traces of the full search (eps-greedy(4,20)) on the same pairs",
-    )
-    p.add_argument(
-        "--option",
-        dest="options",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other option of the kind's fit (value parsed as YAML)",
-    )
-    p.add_argument("--plot", type=Path, default=None, help="PNG of the statistics and the fit")
-
-
-def cmd_fit(args: argparse.Namespace) -> int:
-    import yaml
-
-    from adaptive_tts.registry import sampler_from_description
-    from controllers.fitting import fit_controller
-    from controllers.registry import CONTROLLERS
-
-    traces = _load_calibration(args.traces)
-    sampler = sampler_from_description(traces[0]["sampler"])
-    opts: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "mapping": args.mapping,
-            "kernel": args.kernel,
-            "budget": args.budget,
-            "k_mean": args.k_mean,
-            "target": args.target,
-            "reference": None if args.reference is None else _load_calibration(args.reference),
-        }.items()
-        if v is not None
-    }
-    for item in args.options:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--option must look like key=value, got {item!r}")
-        opts[key] = yaml.safe_load(raw)
-    try:
-        ctrl = fit_controller(args.controller, traces, sampler=sampler, **opts)
-    except TypeError as err:  # an option the kind does not take
-        raise SystemExit(f"adaptive-tts fit: {err}") from err
-    ctrl.save(args.out)
-    plot = CONTROLLERS[args.controller].plot
-    if args.plot is not None and plot is not None:
-        plot(ctrl, traces, str(args.plot))
-    base: Any = getattr(ctrl, "base", ctrl)
-    if not hasattr(base, "steps"):  # closed loop: thresholds over sigma, not a step table
-        print(json.dumps({"controller": args.controller, "out": str(args.out), **ctrl.summary()}))
-        return 0
-    print(
-        json.dumps(
-            {
-                "controller": base.kind,
-                "out": str(args.out),
-                "k": [s["k"] for s in base.steps],
-                "eps": [round(s["eps"], 3) for s in base.steps],
-            }
-        )
-    )
-    return 0
-
-
-def _load_calibration(path: Path) -> list[dict[str, Any]]:
-    """Traces of a calibration directory, or of its budget-varied runs (``DIR/kK``)."""
-    from adaptive_tts.traces import load_traces
-
-    subdirs = sorted(p for p in path.glob("k*") if p.is_dir() and p.name[1:].isdigit())
-    if subdirs and not any(path.glob("traces-*.jsonl")):
-        return [t for d in subdirs for t in load_traces(d)]
-    return load_traces(path)

@@ -5,21 +5,179 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from experiments.cli.errors import UsageError, usage
 
+GRAPHED_MODELS = ("mnist", "edm")
+"""Model schemes whose denoiser replays CUDA graphs by default on a GPU: small, launch-bound
+networks (the embedded MNIST UNet, an ``edm:DIR`` UNet). gmm runs on the CPU; text models are
+compute-bound (graphs would only cost memory per row bucket)."""
+GRAPHED_REWARDS = ("target", "brightness", "classifier")
+"""Reward schemes captured by default (no host synchronisation, no CPU work); ``compress``
+encodes JPEG on the CPU and plug-ins are unknown, so they run eagerly unless forced."""
 
-def _add_gpu_options(p: argparse.ArgumentParser) -> None:
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and how a command runs (:func:`run_settings`)."""
+
+    device: str
+    generator_device: str | None
+    cuda_graphs: bool
+    graph_reward: bool
+    progress: bool
+
+
+def add_run_options(p: argparse.ArgumentParser, device: str | None = "cpu") -> None:
+    """``--device``, ``--generator-device``, ``--cuda-graphs/--no-cuda-graphs``, ``--quiet``.
+
+    ``device=None``: no default (``bench``: the config's device unless given)."""
+    p.add_argument(
+        "--device",
+        default=device,
+        help="cpu, cuda (cuda:LOCAL_RANK per process); cuda also turns on device-side noise "
+        "and CUDA graphs where the model and reward allow"
+        + ("" if device else " (default: the config's)"),
+    )
     p.add_argument(
         "--generator-device",
         choices=["cpu", "cuda"],
         default=None,
-        help="where per-sample noise is drawn (cpu: bit-reproducible anywhere; cuda: faster)",
+        help="where per-sample noise is drawn (cpu: bit-reproducible anywhere; cuda: faster; "
+        "default: the --device's kind)",
     )
     p.add_argument(
-        "--cuda-graphs", action="store_true", help="replay the denoiser and reward from CUDA graphs"
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay the denoiser and reward from CUDA graphs (default: on for --device cuda "
+        f"with models {', '.join(GRAPHED_MODELS)})",
     )
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars or summary lines on stderr"
+    )
+
+
+def _schemes(specs: Sequence[str] | None) -> list[str]:
+    return [str(s).partition("=")[0].partition(":")[0].strip() for s in specs or []]
+
+
+def run_settings(
+    args: argparse.Namespace, model: str | None, rewards: Sequence[str] | None = None
+) -> RunSettings:
+    """The settings of ``args`` for ``model`` (a spec or a built-in name) and its ``rewards``.
+
+    ``--device cuda`` implies ``--generator-device cuda`` and CUDA graphs of the denoiser
+    (:data:`GRAPHED_MODELS`) and of the reward (all of :data:`GRAPHED_REWARDS`); each opts out
+    with ``--generator-device cpu`` / ``--no-cuda-graphs``. An explicit ``--cuda-graphs``
+    graphs both. On the CPU nothing changes (CPU generators: bit-exact reproducibility).
+    Progress bars are shown only on a terminal and never with ``--quiet``."""
+    device = str(args.device or "cpu")
+    cuda = device.startswith("cuda")
+    gen = args.generator_device or ("cuda" if cuda else None)
+    if args.generator_device is not None:
+        check_generator_device(args.generator_device)
+    scheme = _schemes([model])[0] if model else ""
+    graphs, graph_reward = bool(args.cuda_graphs), bool(args.cuda_graphs)
+    if args.cuda_graphs and not cuda:
+        raise UsageError(
+            f"--cuda-graphs needs a CUDA device (cuda_graphs needs a CUDA device, got device "
+            f"{device!r})",
+            None,
+            "allowed: --device cuda",
+        )
+    if args.cuda_graphs is None and cuda:
+        graphs = scheme in GRAPHED_MODELS
+        reward_schemes = _schemes(rewards) or ["target"]
+        graph_reward = graphs and all(s in GRAPHED_REWARDS for s in reward_schemes)
+    quiet = bool(getattr(args, "quiet", False))
+    return RunSettings(device, gen, graphs, graph_reward, not quiet and sys.stderr.isatty())
+
+
+def task_run_settings(args: argparse.Namespace, task: str) -> RunSettings:
+    """:func:`run_settings` for a registered task name (``mnist-target`` ...)."""
+    from adaptive_tts.tasks import task_spec
+
+    spec = task_spec(task)[1]
+    return run_settings(args, spec.model, [spec.reward])
+
+
+def apply_run_settings(args: argparse.Namespace, settings: RunSettings) -> RunSettings:
+    """Write the resolved ``settings`` back into ``args`` (``generator_device``,
+    ``cuda_graphs``) for commands that read them from there; returns ``settings``."""
+    args.generator_device = settings.generator_device
+    args.cuda_graphs = settings.cuda_graphs
+    args.progress = settings.progress
+    return settings
+
+
+def prepare_run(args: argparse.Namespace, task: str) -> tuple[Any, str]:
+    """The registered ``task`` built for ``args``'s settings (:func:`task_run_settings`):
+    ``(task, device)``, with ``args.generator_device`` / ``args.cuda_graphs`` resolved."""
+    from experiments.runner import prepare_task
+
+    s = apply_run_settings(args, task_run_settings(args, task))
+    quiet_loaders(s)
+    built, device = prepare_task(task, s.device, False)
+    return graph(built, s), device
+
+
+def device_overrides(args: argparse.Namespace) -> list[str]:
+    """``bench``: the config overrides (``device=...``, ``generator_device=...``,
+    ``cuda_graphs=...``) of ``--device`` / ``--generator-device`` / ``--cuda-graphs``; none
+    without ``--device`` (the config's settings stand)."""
+    given = args.generator_device is not None or args.cuda_graphs is not None
+    if args.device is None:
+        if given:
+            raise UsageError(
+                "--generator-device / --cuda-graphs with bench need --device",
+                None,
+                "allowed: --device cpu|cuda with them (or set them in the config)",
+            )
+        return []
+    from experiments.config import load_config
+
+    task = load_config(args.config, args.overrides)["task"]
+    name = task if isinstance(task, str) else str(task.get("name", task.get("model", "")))
+    s = task_run_settings(args, name) if isinstance(task, str) else run_settings(args, None)
+    out = [f"device={s.device}", f"cuda_graphs={str(s.cuda_graphs and s.graph_reward).lower()}"]
+    return out + ([f"generator_device={s.generator_device}"] if s.generator_device else [])
+
+
+def quiet_loaders(settings: RunSettings) -> None:
+    """No model-loading progress bars unless ``settings.progress``."""
+    if not settings.progress:
+        from adaptive_tts.quiet import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def place(device: str) -> str:
+    """``device`` for this process (``cuda`` -> ``cuda:LOCAL_RANK`` under a launcher; a CUDA
+    device becomes the current one), as :func:`experiments.runner.prepare_task` places it."""
+    from experiments.runner import rank_device
+
+    device = rank_device(str(device))
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+    return device
+
+
+def graph(task: Any, settings: RunSettings) -> Any:
+    """``task`` with its denoiser (and reward, if ``settings.graph_reward``) in CUDA graphs
+    when ``settings.cuda_graphs``; else ``task`` itself."""
+    if not settings.cuda_graphs:
+        return task
+    from adaptive_tts.cuda_graphs import graph_task
+
+    return graph_task(task, reward=settings.graph_reward)
 
 
 def check_int(option: str, value: object, lo: int, hi: int) -> int:

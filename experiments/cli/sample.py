@@ -1,8 +1,11 @@
-"""``adaptive-tts sample``: one search method on one task.
+"""``adaptive-tts sample``: one search method on one task: a built-in one (``--model gmm|mnist``,
+``--task``) or your own model, reward(s) and prompts (``--model sd:DIR --reward clip:DIR
+--prompt ...``, see :mod:`experiments.cli.byo`).
 
 Every option is checked before the task is built or anything runs (types, ranges, finiteness,
 upper bounds, the seed range, the ``--out`` path); an option the chosen method does not use is
-an error naming it, never ignored."""
+an error naming it, never ignored. The ``--json`` line records the prompts (texts for text
+models) and the complete compute ledger (:mod:`experiments.cli.ledger`)."""
 
 from __future__ import annotations
 
@@ -16,16 +19,26 @@ from typing import Any
 
 from adaptive_tts.registry import METHODS, SAMPLERS, check_method_options
 from adaptive_tts.seeds import check_seed
+from adaptive_tts.specs import MODEL_SPECS, parse_spec
 from adaptive_tts.tasks import TASKS
+from experiments.cli.byo import add_model_reward_options
 from experiments.cli.common import (
-    _add_gpu_options,
-    check_generator_device,
+    RunSettings,
+    add_run_options,
     check_int,
     check_out_file,
+    run_settings,
+    task_run_settings,
 )
 from experiments.cli.errors import UsageError, usage
 
-DEFAULT_TASK = {"gmm": "gmm-target", "mnist": "mnist-cond"}
+SAMPLER_NAMES = {
+    "sd": ("ddim", "ancestral", "euler", "heun"),
+    "sdxl": ("ddim", "ancestral", "euler", "heun"),
+    "sd3": ("ancestral", "euler", "heun"),
+    "flux": ("ancestral", "euler", "heun"),
+}
+"""The samplers of text models (their own schedules); every other model: :data:`SAMPLERS`."""
 MAX_BATCH, MAX_STEPS = 4096, 1000
 MAX_ROWS = 2**20
 """The most candidate rows (samples times candidates per sample) one ``sample`` may hold."""
@@ -52,12 +65,13 @@ FLAGS = {
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="run one search method and report reward and counted NFEs")
-    p.add_argument("--model", choices=sorted(DEFAULT_TASK), default="gmm")
+    add_model_reward_options(p)
     p.add_argument(
         "--task",
         choices=sorted(TASKS),
         default=None,
-        help="default: gmm-target for gmm, mnist-cond for mnist",
+        help="a registered task of --model gmm|mnist instead of --reward (default: gmm-target "
+        "for gmm, mnist-cond for mnist)",
     )
     p.add_argument("--method", choices=sorted(METHODS), default="eps-greedy")
     p.add_argument(
@@ -66,14 +80,23 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         type=int,
         nargs="*",
         default=None,
-        help="class / target class per sample (cycled); default 0",
+        help="class / target class / prompt index per sample (cycled); default 0 (text "
+        "models: every prompt in turn)",
     )
     p.add_argument(
         "--batch", type=int, default=4, help=f"samples, 1..{MAX_BATCH} (seeds seed..seed+batch-1)"
     )
     p.add_argument("--seed", type=int, default=0, help="first seed, in [0, 2**32 - 1]")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
-    p.add_argument("--steps", type=int, default=18, help=f"1..{MAX_STEPS}")
+    p.add_argument(
+        "--sampler",
+        choices=sorted({*SAMPLERS, "ddim"}),
+        default=None,
+        help="default: the model's own (heun for gmm/mnist/edm, ddim for sd/sdxl, the flow "
+        "SDE 'ancestral' for sd3/flux)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help=f"1..{MAX_STEPS} (default: the model's own)"
+    )
     p.add_argument("--n", type=int, default=None, help="candidates per iteration / branching")
     p.add_argument("--k", type=int, default=None, help="search iterations per step")
     p.add_argument("--eps", type=float, default=None, help="exploration probability")
@@ -104,8 +127,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any other option of the method, e.g. budget=140 (value parsed as YAML)",
     )
-    p.add_argument("--device", default="cpu")
-    _add_gpu_options(p)
+    add_run_options(p)
     p.add_argument("--out", type=Path, default=None, help="write a PNG grid of the samples")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
 
@@ -152,17 +174,37 @@ def _rows_per_sample(method: str, kw: dict[str, Any]) -> int:
     return max(rows, 1)
 
 
-def check_sample_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """Every option checked before any work: the task name and the method's options."""
-    task_name = args.task or DEFAULT_TASK[args.model]
-    if not task_name.startswith(args.model):
-        raise UsageError(
-            f"--task {task_name} does not run on --model {args.model}",
-            None,
-            f"allowed: tasks {args.model}-*",
-        )
+def _check_model(args: argparse.Namespace) -> str:
+    """The scheme of ``--model`` (and a ``--task`` that fits it, ``--sampler``)."""
+    try:
+        scheme, _ = parse_spec(args.model)
+    except ValueError as err:
+        raise usage("--model", args.model, "SCHEME or SCHEME:DIR") from err
+    if scheme not in MODEL_SPECS:
+        allowed = " | ".join(s if s in ("gmm", "mnist") else f"{s}:DIR" for s in MODEL_SPECS)
+        raise usage("--model", args.model, allowed)
+    if args.task is not None:
+        if not args.task.startswith(f"{args.model}-"):
+            raise UsageError(
+                f"--task {args.task} does not run on --model {args.model}",
+                None,
+                f"allowed: tasks {args.model}-*",
+            )
+        for opt, val in (("--reward", args.rewards), ("--eval-reward", args.eval_reward)):
+            if val:
+                raise UsageError(f"{opt} with --task {args.task}", None, "allowed: one of them")
+    names = SAMPLER_NAMES.get(scheme, tuple(SAMPLERS))
+    if args.sampler is not None and args.sampler not in names:
+        raise usage("--sampler", args.sampler, f"for --model {scheme}: {', '.join(names)}")
+    return scheme
+
+
+def check_sample_args(args: argparse.Namespace) -> tuple[RunSettings, dict[str, Any]]:
+    """Every option checked before any work: the run settings and the method's options."""
+    _check_model(args)
     check_int("--batch", args.batch, 1, MAX_BATCH)
-    check_int("--steps", args.steps, 1, MAX_STEPS)
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, MAX_STEPS)
     check_seed(args.seed, "--seed", args.batch)
     options: dict[str, Any] = {
         "n": args.n,
@@ -193,56 +235,89 @@ def check_sample_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             None,
             f"allowed: at most {MAX_ROWS} (lower --batch or the candidates per sample)",
         )
-    check_generator_device(args.generator_device)
+    if args.task is not None:
+        settings = task_run_settings(args, args.task)
+    else:
+        settings = run_settings(args, args.model, args.rewards)
     if args.out is not None:
         check_out_file(args.out, "--out", IMAGE_SUFFIXES)
-    return task_name, kw
+    return settings, kw
+
+
+def build_sample_task(args: argparse.Namespace, settings: RunSettings) -> tuple[Any, str]:
+    """The task of ``--task`` or of ``--model``/``--reward``/``--prompt``..., on its device,
+    in CUDA graphs where ``settings`` say so: ``(task, device)``."""
+    from experiments.cli.byo import resolve_task
+    from experiments.cli.common import graph, place, prepare_run, quiet_loaders
+
+    if args.task is not None:
+        return prepare_run(args, args.task)
+    quiet_loaders(settings)
+    device = place(settings.device)
+    return graph(resolve_task(args, device), settings), device
+
+
+def _sampler(task: Any, args: argparse.Namespace) -> Any:
+    try:
+        return task.make_sampler(args.sampler, args.steps)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--sampler {args.sampler} --steps {args.steps}: {err}") from err
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from experiments.runner import prepare_task, run_method
+    from experiments.cli.ledger import metered
+    from experiments.runner import run_method
 
-    task_name, options = check_sample_args(args)
-    task, args.device = prepare_task(task_name, args.device, args.cuda_graphs)
+    settings, options = check_sample_args(args)
+    task, args.device = build_sample_task(args, settings)
     if args.out is not None and len(task.sample_shape) != 3:
         raise UsageError(
             f"--out writes an image grid, but task {task.name} has samples of shape "
             f"{tuple(task.sample_shape)}",
             None,
-            "allowed: an image task (mnist-*)",
+            "allowed: an image model (mnist, edm:DIR, sd:DIR, sdxl:DIR, sd3:DIR, flux:DIR)",
         )
-    sampler = SAMPLERS[args.sampler](args.steps, sigma_max=task.sigma_max)
-    classes = args.classes if args.classes else ([0] if task.uses_prompt else None)
+    sampler = _sampler(task, args)
+    default = None if task.prompt_texts or not task.uses_prompt else [0]  # text: all prompts
+    classes = args.classes or default
     prompts = task.prompts(classes, args.batch)
     seeds = list(range(args.seed, args.seed + args.batch))
     if args.schedule is not None:
         from controllers.io import load_controller
 
         options["controller"] = load_controller(args.schedule, sampler=sampler, model=task.model)
-    result = run_method(
-        task,
-        args.method,
-        sampler,
-        seeds,
-        prompts,
-        device=args.device,
-        generator_device=args.generator_device,
-        **options,
-    )
+    with metered(task, sync=args.device.startswith("cuda")) as (timed, ledger_of):
+        result = run_method(
+            timed,
+            args.method,
+            sampler,
+            seeds,
+            prompts,
+            device=args.device,
+            generator_device=settings.generator_device,
+            **options,
+        )
     ev = task.evaluate(result.x0, prompts)
     row = result.summary()
     row.update(
         task=task.name,
-        sampler=args.sampler,
-        steps=args.steps,
+        model=task.model,
+        sampler=args.sampler or sampler.name,
+        steps=sampler.num_steps,
         batch=args.batch,
         seed=args.seed,
+        prompts=prompts.tolist() if task.uses_prompt else None,
+        prompt_texts=task.prompt_text(prompts),
         rewards=[round(float(r), 6) for r in result.reward],
         nfe_by_purpose={k: sum(v) / len(v) for k, v in result.nfe_by_purpose.items()},
+        device=args.device,
+        generator_device=settings.generator_device or "cpu",
+        cuda_graphs=settings.cuda_graphs,
     )
     for key, val in ev.items():
         if val.dtype.is_floating_point:
             row[key] = float(val.float().mean())
+    row["compute"] = ledger_of(result)
     if args.out is not None:
         from adaptive_tts.viz import save_grid
 
@@ -250,11 +325,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
             task.to_image(result.x0), args.out, labels=[f"{float(r):.2f}" for r in result.reward]
         )
         row["grid"] = str(args.out)
-    print(
-        f"{args.method} on {task.name}: reward {row['reward']:.4f}  NFEs/sample {row['nfe']:.0f}"
-        f"  seconds {row['seconds']:.2f}",
-        file=sys.stderr if args.json else sys.stdout,
-    )
+    if not (args.quiet and args.json):
+        print(
+            f"{args.method} on {task.name}: reward {row['reward']:.4f}  NFEs/sample "
+            f"{row['nfe']:.0f}  seconds {row['seconds']:.2f}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     if args.json:
         print(json.dumps(row))
     return 0

@@ -78,6 +78,18 @@ def test_budget_varied_calibration_section(tmp_path) -> None:
         load_config(CONFIG, ["calibration.k=null", "calibration.budgets=[-1]"])
 
 
+def test_results_are_strict_json_and_atomic(tmp_path) -> None:
+    """NaN in a result is refused (strict JSON) and leaves no file, not even a temporary one."""
+    from experiments.results import write_results
+
+    rec = {"label": "a", "reward": float("nan")}
+    with pytest.raises(ValueError, match="non-finite JSON"):
+        write_results({"records": [rec], "rows": []}, tmp_path)
+    assert not list(tmp_path.iterdir())
+    write_results({"records": [{**rec, "reward": 1.0}], "rows": []}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.json"]
+
+
 def test_clustered_interval() -> None:
     vals = [1.0, 0.0, 1.0, 0.5]
     assert cluster_mean_ci(vals, [0, 1, 2, 3]) == pytest.approx(
@@ -99,9 +111,29 @@ def test_overrides_and_sweeps() -> None:
 
 
 def test_cuda_graphs_on_cpu_is_a_clear_error(tmp_path) -> None:
-    cfg = load_config(CONFIG, ["cuda_graphs=true", "device=cpu"])
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
-        run_experiment(cfg, tmp_path, wandb_on=False, progress=False)
+        load_config(CONFIG, ["cuda_graphs=true", "device=cpu"])
+    with pytest.raises(ValueError, match="'generator_device'='cuda' needs device cuda"):
+        load_config(CONFIG, ["generator_device=cuda"])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "sets, want",
+    [
+        ([], ("cpu", False)),  # the CPU: nothing changes
+        (["device=cuda"], ("cuda", True)),  # the fast GPU path is the default there
+        (["device=cuda:1"], ("cuda", True)),
+        (["device=cuda", "generator_device=cpu"], ("cpu", True)),  # opt out of each
+        (["device=cuda", "cuda_graphs=false"], ("cuda", False)),
+        (["device=cuda", "generator_device=cpu", "cuda_graphs=false"], ("cpu", False)),
+    ],
+)
+def test_gpu_defaults_resolve_per_device(sets, want) -> None:
+    """Resolved without running on the device: device-side generators and CUDA graphs are
+    the default for cuda, a config opts out per key; on the CPU neither."""
+    cfg = load_config(CONFIG, sets)
+    assert (cfg["generator_device"], cfg["cuda_graphs"]) == want
 
 
 def test_results_and_offline_wandb(tmp_path, monkeypatch) -> None:

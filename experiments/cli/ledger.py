@@ -1,0 +1,112 @@
+"""The compute ledger of one ``sample`` run, per step and per sample: network NFEs and rows
+(a classifier-free-guided row is 2 NFEs) by purpose, reward calls, batched invocations, VAE
+decodes and wall-clock of every step of the sampler, plus what was spent outside the steps
+(the final scoring). Built on :func:`adaptive_tts.search.loop.observe_steps` and
+:class:`adaptive_tts.compute.ComputeMeter`; nothing here changes what a search computes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from adaptive_tts.compute import ComputeMeter, compute_summary
+from adaptive_tts.nfe import PURPOSES, Ledger
+from adaptive_tts.search.loop import observe_steps
+
+__all__ = ["StepLedger", "metered"]
+
+
+class StepLedger:
+    """``observer(i, ledger, done)`` for :func:`~adaptive_tts.search.loop.observe_steps`:
+    diffs the ledger's per-sample counts across each step and sums them by step index (a
+    method that runs the loop several times, e.g. EvoSearch generations, adds up per step).
+
+    Args:
+        task: read for its counters (:meth:`Task.compute_counters`: ``vae_decodes``).
+        sync: synchronise CUDA at step boundaries (exact device wall-clock per step).
+    """
+
+    def __init__(self, task: Any, sync: bool = False) -> None:
+        self.task, self.sync = task, sync
+        self.steps: dict[int, dict[str, Any]] = {}
+        self.nfe_per_row = 1
+        self._open: dict[str, Any] | None = None
+
+    def _snapshot(self, ledger: Ledger) -> dict[str, Any]:
+        if self.sync and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return {
+            "nfe": {p: ledger.counts[p].clone() for p in PURPOSES},
+            "reward_calls": ledger.reward_calls.clone(),
+            "invocations": ledger.network_calls,
+            "counters": self.task.compute_counters(),
+            "t": time.perf_counter(),
+        }
+
+    def __call__(self, i: int, ledger: Ledger, done: bool) -> None:
+        now = self._snapshot(ledger)
+        if not done:
+            self._open = now
+            return
+        was, self._open = self._open, None
+        assert was is not None, "a step ended that never started"
+        self.nfe_per_row = ledger.nfe_per_call
+        step = self.steps.setdefault(i, {"i": i, "seconds": 0.0, "invocations": 0})
+        step["seconds"] += now["t"] - was["t"]
+        step["invocations"] += now["invocations"] - was["invocations"]
+        for p in PURPOSES:
+            _add(step.setdefault("nfe", {}), p, now["nfe"][p] - was["nfe"][p])
+        _add(step, "reward_calls", now["reward_calls"] - was["reward_calls"])
+        for k, v in now["counters"].items():
+            step[k] = step.get(k, 0) + v - was["counters"].get(k, 0)
+
+    def summary(self, result: Any) -> dict[str, Any]:
+        """JSON-ready: ``nfe_per_row``, ``steps`` (one entry per step index, per-sample lists
+        of NFEs and rows by purpose, reward calls; invocations, VAE decodes, seconds) and
+        ``outside_steps`` (per-sample NFEs by purpose and reward calls not spent in a step)."""
+        steps = []
+        inside = {p: torch.zeros(len(result.reward), dtype=torch.long) for p in PURPOSES}
+        inside_rewards = torch.zeros(len(result.reward), dtype=torch.long)
+        for i in sorted(self.steps):
+            s = dict(self.steps[i])
+            nfe = s.pop("nfe")
+            for p in PURPOSES:
+                inside[p] += nfe[p]
+            inside_rewards += s["reward_calls"]
+            used = {p: v for p, v in nfe.items() if v.any()}
+            s["nfe"] = {p: v.tolist() for p, v in used.items()}
+            s["rows"] = {p: (v // self.nfe_per_row).tolist() for p, v in used.items()}
+            s["reward_calls"] = s["reward_calls"].tolist()
+            s["seconds"] = round(s["seconds"], 6)
+            steps.append(s)
+        outside: dict[str, Any] = {
+            p: (torch.as_tensor(result.nfe_by_purpose[p]) - inside[p]).tolist()
+            for p in PURPOSES
+            if p in result.nfe_by_purpose
+        }
+        outside["reward_calls"] = (result.reward_calls.cpu() - inside_rewards).tolist()
+        return {"nfe_per_row": self.nfe_per_row, "steps": steps, "outside_steps": outside}
+
+
+def _add(into: dict[str, Any], key: str, delta: torch.Tensor) -> None:
+    into[key] = into[key] + delta if key in into else delta
+
+
+@contextmanager
+def metered(task: Any, sync: bool = False) -> Iterator[tuple[Any, Any]]:
+    """``with metered(task) as (instrumented_task, ledger_of):`` run a search on
+    ``instrumented_task``; ``ledger_of(result)`` is then its complete compute ledger
+    (:func:`~adaptive_tts.compute.compute_summary` plus the per-step split of
+    :class:`StepLedger`)."""
+    steps = StepLedger(task, sync=sync)
+    with ComputeMeter(sync=sync) as meter, observe_steps(steps):
+        timed = meter.instrument(task)
+
+        def ledger_of(result: Any) -> dict[str, Any]:
+            return {**compute_summary(result, meter), **steps.summary(result)}
+
+        yield timed, ledger_of
