@@ -285,7 +285,8 @@ def make_task(
     ctx = RewardContext(backend.to_image, backend.prompts, backend.target, device)
     built = build_rewards(specs, ctx)
     judge = None if eval_reward is None else build_reward(eval_reward, ctx)
-    uses_prompt = cond or text or "target" in [*specs, eval_reward]
     names = [parse_spec(parse_weighted(s)[0], "reward")[0] for s in specs]
+    judged = [] if eval_reward is None else [parse_spec(eval_reward, "eval_reward")[0]]
+    uses_prompt = cond or text or "target" in [*names, *judged]  # target=1.0 too
     name = f"{scheme}-{'+'.join(names)}"
     return combine(name, backend, built, cond, uses_prompt, judge)

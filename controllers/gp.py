@@ -127,7 +127,10 @@ def fit_gp_controller(
     k_cal = int(params.get("k", int(stats.k.max())))
     eps_hi = float(params.get("eps", 0.4)) if eps_hi is None else eps_hi
     if not 0 <= eps_lo <= eps_hi <= 1:
-        raise ValueError(f"need 0 <= eps_lo <= eps_hi <= 1, got {eps_lo}, {eps_hi}")
+        raise ValueError(
+            f"eps_lo={eps_lo!r} with eps_hi={eps_hi!r} is invalid, allowed: "
+            "0 <= eps_lo <= eps_hi <= 1"
+        )
     x, y, (lo, span) = reliability_data(stats, group)
     model = make_gp(x, y, kernel)
     xq = torch.tensor((np.log(stats.sigma) - lo) / span, dtype=torch.float64)[:, None]

@@ -11,7 +11,7 @@ from controllers.closed_loop import load_stopping
 from controllers.registry import CONTROLLERS, load_budget, load_schedule
 from controllers.schedule import SCHEMA as SCHEDULE_SCHEMA
 from controllers.schedule import check_compatible
-from controllers.schema import check_schedule_dict, read_strict_json
+from controllers.schema import check_schedule_dict, read_json_file
 
 
 def saved_kind(d: dict[str, Any]) -> str:
@@ -31,7 +31,7 @@ def load_controller(
     stopping controller also deploys on another model (its sigma range decides).
 
     A budget controller needs ``sampler`` (it reserves the plain steps' calls)."""
-    raw = read_strict_json(path, "controller")  # NaN / Infinity refused, the file named
+    raw = read_json_file(path, "controller")  # NaN / Infinity refused, the file named
     if isinstance(raw, dict) and raw.get("schema") == STOPPING_SCHEMA:
         try:
             return load_stopping(raw, sampler)

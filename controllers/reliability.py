@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from adaptive_tts.control import check_float
 from adaptive_tts.fileio import atomic_write_bytes
 
 ModelKind = Literal["logistic", "gp"]
@@ -233,6 +234,12 @@ class ReliabilityModel:
         z = torch.tensor(d["z_grid"], dtype=torch.float64)
         if p.shape != (GRID_U, len(z)) or len(z) < 2:
             raise ValueError(f"reliability model grid has shape {tuple(p.shape)}")
+        if not (bool(torch.isfinite(p).all()) and bool(torch.isfinite(z).all())):
+            raise ValueError(
+                "key 'model': z_grid and p_grid must be finite (NaN or infinity found)"
+            )
+        for key in ("q", "target"):
+            check_float(d[key], f"model.{key}")
         return cls(
             kind=d["kind"],
             q=float(d["q"]),

@@ -24,7 +24,7 @@ from adaptive_tts.control import check_knobs
 from adaptive_tts.fileio import atomic_write_text
 from adaptive_tts.traces import strict_dumps
 from adaptive_tts.types import Knobs, StepInfo
-from controllers.schema import check_schedule_dict, read_strict_json
+from controllers.schema import check_schedule_dict, read_json_file
 
 SCHEMA = "adaptive_tts.schedule/1"
 LOG_SIGMA_TOL = 0.05
@@ -211,7 +211,7 @@ def read_schedule_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a schedule file (:func:`~controllers.schema.check_schedule_dict`):
     every problem is a ``ValueError`` naming the file and the key (a missing file:
     ``FileNotFoundError``)."""
-    return check_schedule_dict(read_strict_json(path), str(path), SCHEMA)
+    return check_schedule_dict(read_json_file(path), str(path), SCHEMA)
 
 
 def check_compatible(

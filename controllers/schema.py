@@ -3,8 +3,8 @@
 Every problem is a ``ValueError`` naming the file and the key (``steps[3].k``), with the
 allowed values; an unknown key names the closest valid one (:func:`difflib.get_close_matches`),
 so a typo (``"k_maxx"``) is caught, never ignored. Numbers are not coerced: ``"k": 2.7`` is
-refused, not truncated, and ``NaN`` / ``Infinity`` (which Python's ``json`` reads by default)
-are refused wherever they stand.
+refused, not truncated, and a ``NaN`` / ``Infinity`` knob is refused (metadata may hold
+them: a sampler's ``s_max = inf``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptive_tts.control import check_float, check_int
+from adaptive_tts.traces import from_strict
 
 SCHEDULE_KEYS = frozenset(
     ("schema", "kind", "mode", "n", "lam", "k_max", "k_min", "steps", "meta", "diagnostics")
@@ -27,18 +28,17 @@ STEP_KEYS = frozenset(("i", "sigma", "k", "eps", "p", "value", "reliability"))
 BUDGET_KEYS = frozenset(("per_sample", "cap", "floor"))
 
 
-def read_strict_json(path: str | os.PathLike[str], what: str = "schedule") -> Any:
-    """The JSON in ``path``; a missing file is a ``FileNotFoundError``, invalid or non-finite
-    JSON (``NaN``, ``Infinity``) a ``ValueError`` naming the file."""
+def read_json_file(path: str | os.PathLike[str], what: str = "schedule") -> Any:
+    """The JSON in ``path``, non-finite numbers as floats (bare ``NaN``/``Infinity`` of older
+    files and the strings :func:`~adaptive_tts.traces.to_strict` writes): metadata such as a
+    sampler's ``s_max = inf`` reads back as written, and every knob check below refuses a
+    non-finite knob. A missing file is a ``FileNotFoundError``, invalid JSON a ``ValueError``
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
-
-    def refuse(name: str) -> Any:
-        raise ValueError(f"{path}: {name} is not valid JSON (strict: numbers must be finite)")
-
     try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+        return from_strict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}); the file is corrupt") from err
 

@@ -13,21 +13,8 @@ from adaptive_tts.search.common import Scorer
 
 @pytest.mark.parametrize(
     ("m", "bucket"),
-    [
-        (1, 16),
-        (16, 16),
-        (17, 32),
-        (64, 64),
-        (65, 128),
-        (256, 256),
-        (257, 320),
-        (300, 320),
-        (321, 384),
-        (512, 512),
-        (2049, 2560),
-        (2560, 2560),
-        (4000, 4096),
-    ],  # fmt: skip
+    [(1, 16), (16, 16), (17, 32), (64, 64), (65, 128), (256, 256), (257, 320), (300, 320)]
+    + [(321, 384), (512, 512), (2049, 2560), (2560, 2560), (4000, 4096)],
 )
 def test_bucket_is_next_power_of_two_then_quarter_octaves(m: int, bucket: int) -> None:
     assert bucket_rows(m) == bucket

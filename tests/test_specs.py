@@ -88,6 +88,13 @@ def test_entry_point_plugin(monkeypatch) -> None:
     assert torch.isfinite(res.reward).all()
 
 
+def test_a_weighted_target_reward_still_takes_prompts() -> None:
+    """``target=1.0`` in a composite is the target reward: the task takes a target per sample."""
+    assert make_task("gmm", ["target=1.0", "brightness=0.5"]).uses_prompt
+    assert make_task("gmm", ["target"]).uses_prompt
+    assert not make_task("gmm", ["brightness=1.0", "compress=0.5"]).uses_prompt
+
+
 def test_reward_output_checker_names_the_reward() -> None:
     x = torch.rand(2, 1, 4, 4)
     with pytest.raises(ValueError, match=r"wrong_shape' must return shape \(2,\)"):

@@ -183,6 +183,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         ctrl = fit_controller(args.controller, traces, sampler=sampler, **opts)
     except TypeError as err:  # an option the kind does not take (a plug-in's own check)
         raise UsageError(f"--controller {args.controller}: {err}") from err
+    except ValueError as err:  # a fit's own range check: name the flag that set the value
+        flag = next((names[k] for k in opts if re.match(rf"{k}\b", str(err))), None)
+        if flag is None:
+            raise
+        raise UsageError(f"{flag}: {err}") from err
     plot = CONTROLLERS[args.controller].plot
     if args.plot is not None and plot is not None:
         _write_plot(plot, ctrl, traces, args.plot)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_tts.tasks import build_task
 from experiments.config import expand_methods, load_config
 from experiments.run import (
     cluster_mean_ci,
     config_prompts,
+    config_task,
     make_pairs,
     noise_seed,
     plan_pairs,
@@ -31,7 +31,7 @@ def test_no_two_pairs_of_a_config_share_noise(path) -> None:
     """Every (prompt, seed) pair of a shipped config has its own noise seed, and the
     calibration's noise seeds are disjoint from the held-out ones."""
     cfg = load_config(path)
-    prompts = config_prompts(cfg, build_task(cfg["task"]))
+    prompts = config_prompts(cfg, config_task(cfg))
     pairs, cal = plan_pairs(cfg, prompts)
     first, count = cfg["pairs"]["seeds"]
     assert len(pairs) == len(prompts) * count

@@ -181,3 +181,18 @@ def test_prompt_of_a_task_without_prompts_refused(setup) -> None:
     assert check_calibration(plain, "eps-greedy", [(-1, 0)], 4, KN)["k"] == 2
     with pytest.raises(ValueError, match="listed twice"):
         check_calibration(task, "eps-greedy", [(0, 0), (0, 0)], 4, KN)
+
+
+def test_debug_shows_the_error_instead_of_one_line(tmp_path) -> None:
+    with pytest.raises(ValueError, match="--lam"):
+        main(["--debug", *BASE, "--lam", "0", "--out", str(tmp_path / "cal")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stats_written_whole_and_alone(tmp_path, capsys) -> None:
+    stats = tmp_path / "timing-{rank}.json"
+    argv = [*BASE, "--k", "1", "--seeds", "0", "2", "--stats", str(stats)]
+    assert main([*argv, "--out", str(tmp_path / "cal")]) == 0
+    info = json.loads((tmp_path / "timing-0.json").read_text())
+    assert (info["rank"], info["ran"], info["device"]) == (0, 2, "cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal", "timing-0.json"]

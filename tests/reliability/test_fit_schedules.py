@@ -66,6 +66,8 @@ FIT_CASES = [
     (["--controller", "stopping", "--reference", "missing"], "--reference"),
     (["--controller", "gain", "--option", "foo=1"], "--option foo"),
     (["--controller", "gain", "--option", "=3"], "--option"),
+    (["--controller", "gain", "--option", "weight=foo"], "--option weight"),
+    (["--controller", "gp", "--option", "eps_lo=0.9", "eps_hi=0.1"], "--option eps_lo"),
     (["--controller", "gain", "--option", "eps=.nan"], "--option eps"),
     (["--controller", "binomial", "--option", "tau=.inf"], "--option tau"),
     (["--controller", "gain", "--k-mean", "1", "--option", "k_mean=1"], "--option k_mean"),
@@ -200,8 +202,8 @@ SCHEDULE_CASES = [
     ("k-float", "steps[0].k=2.7"),
     ("k-negative", "steps[1].k=-1"),
     ("eps-high", "steps[0].eps=1.5"),
-    ("eps-nan", "NaN"),
-    ("lam-inf", "Infinity"),
+    ("eps-nan", "steps[0].eps=nan"),
+    ("lam-inf", "lam=inf"),
     ("version", "'schema'"),
     ("n-zero", "n=0"),
     ("n-bool", "n=True"),
@@ -257,7 +259,7 @@ def test_stopping_save_never_uses_a_fixed_temp_name(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "change, key",
-    [({"confidnce": 0.9}, "did you mean 'confidence'"), ({"eps": "NaN"}, "NaN"),
+    [({"confidnce": 0.9}, "did you mean 'confidence'"), ({"eps": "NaN"}, "eps=nan"),
      ({"k_max": 2.5}, "k_max=2.5"), ({"model": {"kind": "x", "pgrid": []}}, "'pgrid'")],
 )  # fmt: skip
 def test_bad_stopping_file(tmp_path, change: dict[str, Any], key: str) -> None:
@@ -279,3 +281,14 @@ def test_budget_controller_refuses_non_finite_or_non_positive(schedule, budget: 
     base = ScheduleController.from_dict(schedule)
     with pytest.raises(ValueError, match="budget"):
         BudgetController(base, budget, make_sampler("euler", 4))
+
+
+def test_committed_controller_files_pass_the_load_checks() -> None:
+    """Every schedule and stopping file the repository ships loads (their metadata hold
+    ``s_max = Infinity``: metadata may, knobs may not)."""
+    root = Path(__file__).resolve().parents[2] / "experiments" / "results"
+    schemas = ('"adaptive_tts.schedule/1"', '"adaptive_tts.closed_loop/1"')
+    files = [p for p in sorted(root.rglob("*.json")) if any(s in p.read_text() for s in schemas)]
+    assert files
+    for path in files:
+        load_controller(path, sampler=make_sampler("heun", 18))
