@@ -9,12 +9,14 @@ the defaults it reports (device-side generators, CUDA graphs of the denoiser and
 ones a user gets with no other flag. Then times the search itself (best of ``--repeats`` after a
 warm-up run, which also captures the graphs) at 64 images (seconds per image) and at a large batch
 (counted NFE/s of the search against the raw batched network + reward rate at the same rows, the
-search's efficiency). ``--extra`` appends flags (e.g. ``--no-cuda-graphs``) for comparison rows.
+search's efficiency). ``--extra='FLAGS'`` appends flags (e.g. ``--no-cuda-graphs``) for
+comparison rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -106,14 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("experiments/results/gpu_default.json"))
     ap.add_argument("--images", type=int, nargs="+", default=[64, 1024])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--extra", nargs="*", default=[], help="flags added for a comparison row")
+    ap.add_argument(
+        "--extra",
+        default="",
+        help="flags added for a comparison row, e.g. --extra='--no-cuda-graphs'",
+    )
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
     torch.backends.cudnn.benchmark = True
     rows = [measure(m, args.repeats, []) for m in args.images]
     if args.extra:
-        rows += [measure(m, args.repeats, args.extra) for m in args.images]
+        rows += [measure(m, args.repeats, shlex.split(args.extra)) for m in args.images]
     out = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
     atomic_write_json(args.out, out)
     print(f"{'images':>6} {'flags':18} {'s/image':>8} {'NFE/s':>9} {'raw rows/s':>10} {'frac':>5}")

@@ -150,9 +150,15 @@ def device_overrides(args: argparse.Namespace) -> list[str]:
         return []
     from experiments.config import load_config
 
-    task = load_config(args.config, args.overrides)["task"]
-    name = task if isinstance(task, str) else str(task.get("name", task.get("model", "")))
-    s = task_run_settings(args, name) if isinstance(task, str) else run_settings(args, None)
+    cfg = load_config(args.config, args.overrides)
+    task = cfg.get("task")
+    if isinstance(task, str):
+        s = task_run_settings(args, task)
+    else:  # a model: config (or a task mapping): its model and reward specs
+        spec = task if isinstance(task, dict) else cfg
+        reward = spec.get("reward")
+        rewards = [reward] if isinstance(reward, str) else list(reward or [])
+        s = run_settings(args, spec.get("model"), [str(r) for r in rewards])
     out = [f"device={s.device}", f"cuda_graphs={str(s.cuda_graphs and s.graph_reward).lower()}"]
     return out + ([f"generator_device={s.generator_device}"] if s.generator_device else [])
 
