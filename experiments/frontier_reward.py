@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.frontier_stats import load_records, paired
+from experiments.frontier_stats import diff_cell, load_records, paired
 
 
 def reward_matched(res: dict[str, Any], key: str = "best_vs_fixed_k") -> list[dict[str, Any]]:
@@ -67,9 +67,6 @@ def markdown(results_dir: Path, tasks: list[str]) -> str:
         "|---|---|---|---|---|---|",
     ]
 
-    def diff(d: dict[str, Any]) -> str:
-        return f"{d['value']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
-
     for task in tasks:
         res = json.loads((results_dir / f"frontier_{task}.json").read_text())
         for x in reward_matched(res):
@@ -79,7 +76,7 @@ def markdown(results_dir: Path, tasks: list[str]) -> str:
                 continue
             lines.append(
                 f"{head} {x['fixed']} ({x['fixed_nfe']:.0f}) | {100 * x['nfe_saving']:.0f}% | "
-                f"{diff(x['reward_diff'])} | {diff(x['eval_diff'])} |"
+                f"{diff_cell(x['reward_diff'])} | {diff_cell(x['eval_diff'])} |"
             )
     return "\n".join(lines)
 

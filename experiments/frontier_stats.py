@@ -329,6 +329,11 @@ def plot_frontier(result: dict[str, Any], path: Path, name: str) -> None:
     plt.close(fig)
 
 
+def diff_cell(d: dict[str, Any]) -> str:
+    """A paired difference as a table cell: ``+0.0123 [+0.0100, +0.0150] better``."""
+    return f"{d['value']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
+
+
 def markdown(results_dir: Path, tasks: list[str], key: str = "best_at_budget") -> str:
     """The README's matched-budget table from committed ``frontier_<task>.json`` files
     (``key="best_vs_fixed_k"``: against the best fixed-K eps-greedy arm only)."""
@@ -336,9 +341,6 @@ def markdown(results_dir: Path, tasks: list[str], key: str = "best_at_budget") -
         "| task | budget | best adaptive (NFEs) | best fixed (NFEs) | reward diff | eval diff |",
         "|---|---|---|---|---|---|",
     ]
-
-    def diff(d: dict[str, Any]) -> str:
-        return f"{d['value']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] {d['verdict']}"
 
     for task in tasks:
         res = json.loads((results_dir / f"frontier_{task}.json").read_text())
@@ -353,8 +355,8 @@ def markdown(results_dir: Path, tasks: list[str], key: str = "best_at_budget") -
                 continue
             lines.append(
                 f"| {task} | {m:g}x ({b:.0f}) | {x['arm']} ({x['nfe']:.1f}) | "
-                f"{x['best_fixed']} ({x['best_fixed_nfe']:.0f}) | {diff(x['reward_diff'])} | "
-                f"{diff(x['eval_diff'])} |"
+                f"{x['best_fixed']} ({x['best_fixed_nfe']:.0f}) | {diff_cell(x['reward_diff'])} | "
+                f"{diff_cell(x['eval_diff'])} |"
             )
     return "\n".join(lines)
 
@@ -368,12 +370,10 @@ def markdown_peers(results_dir: Path, tasks: list[str]) -> str:
     for task in tasks:
         res = json.loads((results_dir / f"frontier_{task}.json").read_text())
         for x in res.get("adaptive_vs_peer", []):
-            r, e = x["reward_diff"], x["eval_diff"]
             lines.append(
                 f"| {task} | {x['budget_multiple']:g}x ({x['budget_nfe']:.0f}) | {x['arm']} "
                 f"({x['nfe']:.1f}) | {x['peer']} ({x['peer_nfe']:.1f}) | "
-                f"{r['value']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] {r['verdict']} | "
-                f"{e['value']:+.4f} [{e['lo']:+.4f}, {e['hi']:+.4f}] {e['verdict']} |"
+                f"{diff_cell(x['reward_diff'])} | {diff_cell(x['eval_diff'])} |"
             )
     return "\n".join(lines)
 

@@ -13,6 +13,17 @@ from typing import Any
 import torch
 
 
+def numbers(d: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The numeric leaves of a nested dict as ``prefix/key/subkey`` (lists and text skipped)."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= numbers(v, f"{prefix}/{k}")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}/{k}"] = v
+    return out
+
+
 def log_experiment(
     cfg: dict[str, Any], result: dict[str, Any], out: Path, images: dict[str, torch.Tensor]
 ) -> str:
@@ -36,12 +47,7 @@ def log_experiment(
         reinit="finish_previous",
     )
     for i, row in enumerate(result["rows"]):
-        run.log(
-            {
-                "step": i,
-                **{f"{row['label']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))},
-            }
-        )
+        run.log({"step": i, **numbers(row, row["label"])})  # the compute ledger's numbers too
     summary = wandb.Table(
         columns=list(result["rows"][0]), data=[list(r.values()) for r in result["rows"]]
     )

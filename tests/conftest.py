@@ -1,6 +1,9 @@
-"""Shared fixtures: a small exact Gaussian mixture and a closed-form target reward."""
+"""Shared fixtures: a small exact Gaussian mixture and a closed-form target reward; tiny model
+directories (SD, SD3, EDM) built offline and saved as diffusers saves them."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,3 +23,31 @@ def gmm() -> GaussianMixture:
 def target_reward(gmm: GaussianMixture) -> GaussianLogDensity:
     """Log-density of component 0 (class 0): high only near that component."""
     return GaussianLogDensity(gmm.means[0], gmm.variances[0])
+
+
+@pytest.fixture(scope="session")
+def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Stable Diffusion pipeline directory."""
+    from tests.models.test_latent_t2i import build_pipeline
+
+    return build_pipeline(tmp_path_factory.mktemp("sd"))
+
+
+@pytest.fixture(scope="session")
+def sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD3 pipeline directory."""
+    from tests.models.test_model_specs import build_sd3
+
+    return build_sd3(tmp_path_factory.mktemp("sd3"))
+
+
+@pytest.fixture(scope="session")
+def edm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny EDM-preconditioned UNet directory (2 classes)."""
+    from adaptive_tts.models.edm_unet import EDMConfig, EDMUNetDenoiser
+    from tests.models.test_edm_unet import tiny_unet
+
+    root = tmp_path_factory.mktemp("edm")
+    torch.manual_seed(0)
+    EDMUNetDenoiser(tiny_unet(), EDMConfig(num_classes=2, sigma_max=40.0)).save_pretrained(root)
+    return root

@@ -16,33 +16,10 @@ import torch
 from adaptive_tts.rewards.spec import ENTRY_POINT_GROUP
 from experiments.cli import main
 from tests.fixtures import reward_plugin
-from tests.models.test_latent_t2i import build_pipeline
-from tests.models.test_model_specs import build_sd3
 
 PROMPTS = ["a photo of a cat", "a red car"]
 REDNESS = "tests.fixtures.reward_plugin:redness"
 SMALL = ["--method", "eps-greedy", "--n", "2", "--k", "1", "--steps", "2", "--batch", "2"]
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory) -> Path:
-    return build_pipeline(tmp_path_factory.mktemp("sd"))
-
-
-@pytest.fixture(scope="module")
-def sd3_dir(tmp_path_factory) -> Path:
-    return build_sd3(tmp_path_factory.mktemp("sd3"))
-
-
-@pytest.fixture(scope="module")
-def edm_dir(tmp_path_factory) -> Path:
-    from adaptive_tts.models.edm_unet import EDMConfig, EDMUNetDenoiser
-    from tests.models.test_edm_unet import tiny_unet
-
-    root = tmp_path_factory.mktemp("edm")
-    torch.manual_seed(0)
-    EDMUNetDenoiser(tiny_unet(), EDMConfig(num_classes=2, sigma_max=40.0)).save_pretrained(root)
-    return root
 
 
 @pytest.fixture

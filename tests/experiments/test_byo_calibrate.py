@@ -10,7 +10,7 @@ import pytest
 
 from adaptive_tts.traces import load_traces
 from experiments.cli import main
-from tests.experiments.test_byo import PROMPTS, REDNESS, edm_dir, sd_dir  # noqa: F401
+from tests.experiments.test_byo import PROMPTS, REDNESS
 
 SMALL = ["--n", "2", "--k", "1", "--steps", "2", "--batch", "2", "--seeds", "0", "2"]
 
@@ -21,7 +21,7 @@ def calibrate(capsys, argv: list[str]) -> dict:
 
 
 def test_sd_dir_with_prompts_records_the_prompt_texts(
-    sd_dir: Path,  # noqa: F811
+    sd_dir: Path,
     tmp_path: Path,
     capsys,
 ) -> None:
@@ -46,7 +46,7 @@ def test_sd_dir_with_prompts_records_the_prompt_texts(
     assert again["ran"] == 0 and again["done"] == 4
 
 
-def test_edm_dir_then_fit(edm_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+def test_edm_dir_then_fit(edm_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cal"
     info = calibrate(
         capsys, ["--model", f"edm:{edm_dir}", "--reward", "brightness", *SMALL, "--out", str(out)]
@@ -57,7 +57,7 @@ def test_edm_dir_then_fit(edm_dir: Path, tmp_path: Path, capsys) -> None:  # noq
     assert json.loads(sched.read_text())["steps"]
 
 
-def test_another_reward_is_other_settings(edm_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+def test_another_reward_is_other_settings(edm_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cal"
     calibrate(
         capsys, ["--model", f"edm:{edm_dir}", "--reward", "brightness", *SMALL, "--out", str(out)]

@@ -9,32 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-import torch
 import yaml
 
 from experiments.cli import main
 
 PLUGIN = "tests.fixtures.reward_plugin:mean_red"
 PROMPTS = ["a photo of a cat", "a red car"]
-
-
-@pytest.fixture(scope="module")
-def edm_dir(tmp_path_factory) -> Path:
-    from adaptive_tts.models.edm_unet import EDMConfig, EDMUNetDenoiser
-    from tests.models.test_edm_unet import tiny_unet
-
-    root = tmp_path_factory.mktemp("edm")
-    torch.manual_seed(0)
-    EDMUNetDenoiser(tiny_unet(), EDMConfig(num_classes=2, sigma_max=40.0)).save_pretrained(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory) -> Path:
-    from tests.models.test_latent_t2i import build_pipeline
-
-    return build_pipeline(tmp_path_factory.mktemp("sd"))
 
 
 def bench(tmp_path: Path, capsys, cfg: dict[str, Any]) -> dict[str, Any]:

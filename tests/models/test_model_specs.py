@@ -14,7 +14,7 @@ from adaptive_tts.models.latent_t2i import DDIMSampler
 from adaptive_tts.sampling import AncestralSampler, EDMSampler
 from adaptive_tts.specs import build_model, make_task
 from experiments.runner import run_method
-from tests.models.test_latent_t2i import build_pipeline, tiny_vae, write_clip_tokenizer
+from tests.models.test_latent_t2i import tiny_vae, write_clip_tokenizer
 
 PROMPTS = ["a photo of a cat", "a red car"]
 
@@ -52,27 +52,6 @@ def build_sd3(root: Path) -> Path:
         text_encoder_3=None,
         tokenizer_3=None,
     ).save_pretrained(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory) -> Path:
-    return build_pipeline(tmp_path_factory.mktemp("sd"))
-
-
-@pytest.fixture(scope="module")
-def sd3_dir(tmp_path_factory) -> Path:
-    return build_sd3(tmp_path_factory.mktemp("sd3"))
-
-
-@pytest.fixture(scope="module")
-def edm_dir(tmp_path_factory) -> Path:
-    from adaptive_tts.models.edm_unet import EDMConfig, EDMUNetDenoiser
-    from tests.models.test_edm_unet import tiny_unet
-
-    root = tmp_path_factory.mktemp("edm")
-    torch.manual_seed(0)
-    EDMUNetDenoiser(tiny_unet(), EDMConfig(num_classes=2, sigma_max=40.0)).save_pretrained(root)
     return root
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from adaptive_tts.traces import HASH_KEY, load_traces, read_settings, settings_h
 from controllers.stats import one_setting
 from experiments.calibration import calibrate, check_calibration, preflight
 from experiments.cli import main
+from tests.reliability.common import one_error_line, snapshot
 
 BASE = ["calibrate", "--task", "gmm-target", "--n", "2", "--steps", "4", "--classes", "0"]
 KN = {"n": 2, "k": 2, "eps": 0.4, "lam": 0.15}
@@ -56,16 +56,6 @@ CASES = [
     (["--method", "zero-order", "--eps", "0.5"], "--eps"),
     (["--stats", "timing.txt"], "--stats"),
 ]
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("adaptive-tts: error:"), err
-    return err[0]
 
 
 @pytest.mark.parametrize("args, option", CASES, ids=[" ".join(a) for a, _ in CASES])

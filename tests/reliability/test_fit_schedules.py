@@ -22,6 +22,7 @@ from controllers.reliability import GRID_U, ReliabilityModel, ScoreTransform
 from controllers.schedule import ScheduleController
 from experiments.calibration import calibrate
 from experiments.cli import main
+from tests.reliability.common import one_error_line, snapshot
 
 KN = {"n": 2, "k": 2, "eps": 0.4, "lam": 0.15}
 
@@ -34,16 +35,6 @@ def cal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     calibrate(build_task("gmm-target"), "eps-greedy", make_sampler("euler", 4), pairs, out,
               progress=False, **KN)  # fmt: skip
     return out
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("adaptive-tts: error:"), err
-    return err[0]
 
 
 FIT_CASES = [
