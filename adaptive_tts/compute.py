@@ -14,6 +14,7 @@ multiplied out over the calls. Nothing here changes what a search computes or it
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -25,7 +26,14 @@ from torch import Tensor
 _ACTIVE: ContextVar[ComputeMeter | None] = ContextVar("adaptive_tts_compute_meter", default=None)
 _PURPOSES = ("step", "score", "rollout")
 
-__all__ = ["ComputeMeter", "active_meter", "compute_summary", "count_flops"]
+__all__ = [
+    "ComputeMeter",
+    "FlopPrices",
+    "active_meter",
+    "compute_summary",
+    "count_flops",
+    "measure_prices",
+]
 
 
 def active_meter() -> ComputeMeter | None:
@@ -35,12 +43,98 @@ def active_meter() -> ComputeMeter | None:
 
 def count_flops(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
     """``(fn(*args), FLOPs counted by torch's FlopCounterMode)`` (0 for work torch cannot see:
-    CUDA-graph replay, PIL, numpy)."""
+    a CUDA-graph replay (pass :func:`eager` of the wrapper), PIL, numpy)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
         out = fn(*args)
     return out, int(counter.get_total_flops())
+
+
+def eager(fn: Any) -> Any:
+    """The function a CUDA-graph wrapper replays (FLOPs are counted on it: a replay is
+    invisible to torch's counter); any other callable as it is."""
+    from adaptive_tts.cuda_graphs import CUDAGraphed
+
+    return fn.fn if isinstance(fn, CUDAGraphed) else fn
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopPrices:
+    """What one unit of search costs in FLOPs, for budgets set in FLOPs (the reward's compute
+    included): ``network`` FLOPs per NFE (a classifier-free-guided row is ``nfe_per_call``
+    NFEs), ``reward`` FLOPs per reward call. ``rows``/``shape``: the probe they were measured
+    on (:func:`measure_prices`)."""
+
+    network: float
+    reward: float
+    nfe_per_call: int = 1
+    rows: int = 0
+    shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("network", "reward"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"FlopPrices.{name} must be a finite number >= 0, got {v!r}")
+        if self.network + self.reward <= 0:
+            raise ValueError("FlopPrices: the network and the reward both cost 0 FLOPs")
+
+    def cost(self, nfe: Tensor | float, reward_calls: Tensor | float) -> Tensor | float:
+        """FLOPs of ``nfe`` NFEs and ``reward_calls`` reward calls (tensors: per sample)."""
+        return nfe * self.network + reward_calls * self.reward
+
+    def naive(self, sampler: Any) -> float:
+        """FLOPs of one plain trajectory scored once (what a budget multiple ``Mx`` is of)."""
+        return float(self.cost(sampler.trajectory_calls(0) * self.nfe_per_call, 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlopPrices:
+        d = dict(d)
+        d["shape"] = tuple(d.get("shape", ()))
+        return cls(**d)
+
+
+def measure_prices(task: Any, sampler: Any, rows: int = 2, device: str | None = None) -> FlopPrices:
+    """Measure :class:`FlopPrices` on ``task`` once: the denoiser on ``rows`` noisy samples at
+    the sampler's first level and the reward on its ``rows`` predictions (FLOPs linear in the
+    rows, as convolutions, matmuls and per-row attention are). A network torch's counter sees
+    no FLOPs in is an error (a reward may cost 0: PNG size, pixel means)."""
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    den, rew = eager(task.denoiser), eager(task.reward)
+    dev = torch.device(device) if device is not None else _task_device(task)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    sigma = float(sampler.sigma(0))
+    x = (torch.randn((rows, *task.sample_shape), generator=g) * sigma).to(dev)
+    sig = torch.full((rows,), sigma, device=dev)
+    cond = task.prompts(None if task.prompt_texts else [0], rows) if task.uses_prompt else None
+    cond = cond.to(dev) if cond is not None else None
+    npc = int(getattr(task.denoiser, "nfe_per_call", 1))
+    with torch.no_grad():
+        x0, net = count_flops(den, x, sig, cond)
+        _, rw = count_flops(rew, x0, cond)
+    if net <= 0:
+        raise ValueError(
+            f"model {task.model!r}: torch's FLOP counter saw no FLOPs in the network, so a "
+            "budget in FLOPs cannot be priced"
+        )
+    return FlopPrices(net / (rows * npc), rw / rows, npc, rows, tuple(task.sample_shape))
+
+
+def _task_device(task: Any) -> torch.device:
+    """The device of the task's network parameters (CPU for parameter-free models)."""
+    for obj in (eager(task.denoiser), getattr(eager(task.denoiser), "model", None)):
+        params = getattr(obj, "parameters", None)
+        if callable(params):
+            for p in params():
+                return p.device
+    return torch.device("cpu")
 
 
 def _key(fn: Any, x: Tensor) -> tuple[int, tuple[int, ...], str]:
@@ -104,7 +198,7 @@ class ComputeMeter:
             out = fn(x, *args)
         else:
             t0 = self.clock(x)
-            out, self.flops_per_call[key] = count_flops(fn, x, *args)
+            out, self.flops_per_call[key] = count_flops(eager(fn), x, *args)
             self._excluded += self.clock(x) - t0
         self._last_flops += self.flops_per_call[key]
         return out
@@ -158,7 +252,7 @@ class ComputeMeter:
         key = _key(reward, x0)
         if key not in self.flops_per_call:
             t0 = self.clock(x0)
-            out, self.flops_per_call[key] = count_flops(reward, x0, cond)
+            out, self.flops_per_call[key] = count_flops(eager(reward), x0, cond)
             self._reward_excluded += self.clock(x0) - t0
         else:
             out = reward(x0, cond)

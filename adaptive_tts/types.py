@@ -86,6 +86,9 @@ class StepInfo:
         nfe: NFEs spent so far per sample, ``(B,)``.
         cond: conditioning, ``(B,)`` or ``None``.
         generators: the samples' generators (for controllers that draw, e.g. K_t ~ Bin).
+        reward_calls: reward evaluations spent so far per sample, ``(B,)`` (``None``: not
+            tracked); ``nfe_per_call``: NFEs of one network row (2 under classifier-free
+            guidance), so a candidate costs that many NFEs.
     """
 
     index: int
@@ -96,6 +99,8 @@ class StepInfo:
     nfe: Tensor
     cond: Tensor | None = None
     generators: list[torch.Generator] | None = None
+    reward_calls: Tensor | None = None
+    nfe_per_call: int = 1
 
     @property
     def batch(self) -> int:

@@ -8,6 +8,10 @@ remaining pool proportional to the base schedule's ``K_t`` over the ``K`` still 
 splits that share over the prompts in proportion to their deficit ``max(score) - score`` (plus a
 floor), capped at ``cap * K_t``. Since no step spends more than the pool, the total stays within
 the budget.
+
+Budgets are in NFEs per sample, or in FLOPs per sample with the reward's compute included when
+the controller holds :class:`~adaptive_tts.compute.FlopPrices` (:func:`budget_terms` does the
+arithmetic for both units and for every budgeted controller).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from typing import Any
 
 import torch
 
+from torch import Tensor
+
+from adaptive_tts.compute import FlopPrices
 from adaptive_tts.control import check_float
 from adaptive_tts.sampling import Sampler
 from adaptive_tts.types import Knobs, StepInfo
@@ -30,16 +37,65 @@ def plain_cost(sampler: Sampler) -> list[int]:
     return [int(c) for c in sampler.plain_cost()]
 
 
+def minimum_budget(sampler: Sampler, prices: FlopPrices | None = None) -> float:
+    """The least budget per sample a searched run can keep: plain sampling with every
+    searchable step's pivot scored (in NFEs; with ``prices``, FLOPs: the network's NFEs and
+    the reward's calls priced)."""
+    if prices is None:
+        return float(sum(plain_cost(sampler)))
+    scored = sum(1 for i in range(sampler.num_steps) if sampler.searchable(i)) + 1
+    nfe = sum(plain_cost(sampler)) * prices.nfe_per_call
+    return float(prices.cost(nfe, scored))
+
+
+def budget_terms(
+    sampler: Sampler, step: StepInfo, prices: FlopPrices | None = None
+) -> tuple[Tensor, float, float]:
+    """``(spent (B,), reserve, per_candidate)`` in the budget's unit at ``step``: what each
+    sample has spent, what the rest of plain sampling still needs (this step's corrector and
+    every later step's calls, each later searchable step's pivot score and the final score),
+    and one more candidate (``nfe_per_call`` NFEs and, in FLOPs, one reward call)."""
+    costs = plain_cost(sampler)
+    i, npc = step.index, step.nfe_per_call
+    calls = max(costs[i] - 1, 0) + sum(costs[i + 1 :])  # this step's pivot call is spent
+    if prices is None:
+        return step.nfe.double(), float(calls * npc), float(npc)
+    if step.reward_calls is None:
+        raise ValueError("a budget in FLOPs needs the reward calls spent (StepInfo.reward_calls)")
+    scored = sum(1 for j in range(i + 1, sampler.num_steps) if sampler.searchable(j)) + 1
+    spent = prices.cost(step.nfe.double(), step.reward_calls.double())
+    assert isinstance(spent, Tensor)
+    reserve = float(prices.cost(calls * npc, scored))
+    return spent, reserve, float(prices.cost(npc, 1))
+
+
+def check_budget_value(budget: float, sampler: Sampler, prices: FlopPrices | None) -> float:
+    """``budget`` as a float if finite and at least :func:`minimum_budget`, else a
+    ``ValueError`` naming the unit and the least allowed value."""
+    unit = "FLOPs" if prices is not None else "NFEs"
+    val = check_float(budget, f"budget ({unit} per sample)", 0.0, lo_open=True)
+    need = minimum_budget(sampler, prices)
+    if val < need:
+        raise ValueError(
+            f"budget={budget!r} is invalid, allowed: a finite number >= {need:.6g} {unit} per "
+            "sample (plain sampling with this sampler"
+            + (", its pivots scored)" if prices is not None else ")")
+        )
+    return val
+
+
 @dataclass
 class BudgetController:
     """Wrap a base :class:`ScheduleController` with a per-batch NFE budget.
 
     Args:
         base: the per-step profile of ``K_t`` and ``eps_t``.
-        budget: NFEs per sample on average (the batch may spend ``budget * B`` in total).
+        budget: NFEs per sample on average (the batch may spend ``budget * B`` in total);
+            FLOPs per sample when ``prices`` are given.
         sampler: the sampler it will run with (to reserve the plain steps' calls).
         cap: a prompt gets at most ``cap * K_t`` iterations at a step.
         floor: share of the mean deficit every prompt gets, so easy prompts are not starved.
+        prices: FLOPs per NFE and per reward call (:func:`adaptive_tts.compute.measure_prices`).
     """
 
     base: ScheduleController
@@ -47,16 +103,11 @@ class BudgetController:
     sampler: Sampler
     cap: float = 3.0
     floor: float = 0.25
+    prices: FlopPrices | None = None
 
     def __post_init__(self) -> None:
-        need = sum(plain_cost(self.sampler))
-        # NaN, infinity, <= 0 and below plain sampling's calls are refused (NaN fails no `<`)
-        self.budget = check_float(self.budget, "budget (NFEs per sample)", 0.0, lo_open=True)
-        if self.budget < need:
-            raise ValueError(
-                f"budget={self.budget!r} is invalid, allowed: a finite number >= {need} NFEs "
-                "per sample (plain sampling with this sampler)"
-            )
+        # NaN, infinity, <= 0 and below plain sampling's cost are refused
+        self.budget = check_budget_value(self.budget, self.sampler, self.prices)
         self.cap = check_float(self.cap, "cap", 1.0)
         self.floor = check_float(self.floor, "floor", 0.0)
         self.cost = plain_cost(self.sampler)
@@ -73,13 +124,12 @@ class BudgetController:
         base = self.base.decide(step)
         b = step.batch
         i = step.index
-        # this step's pivot call is already in step.nfe; reserve its Heun call and later steps
-        reserve = (self.cost[i] - 1) + sum(self.cost[i + 1 :])
-        pool = self.budget * b - float(step.nfe.sum()) - reserve * b
+        spent, reserve, per = budget_terms(self.sampler, step, self.prices)
+        pool = self.budget * b - float(spent.sum()) - reserve * b
         k_here = sum(int(v) for v in base.k.tolist()) / max(b, 1)
         k_later = sum(v for j, v in self.base_k.items() if j > i)
         share = k_here / max(k_here + k_later, 1e-9)
-        iters = int(max(pool, 0.0) * share // self.n)
+        iters = int(max(pool, 0.0) * share // (self.n * per))
         scores = step.scores.float().cpu()  # the one controller that reads the values
         deficit = (scores.max() - scores).clamp_min(0)
         w = deficit + self.floor * (deficit.mean() + 1e-6)
@@ -100,6 +150,9 @@ class BudgetController:
         d = self.base.to_dict()
         d["kind"] = f"budget({self.base.kind})"
         d["budget"] = {"per_sample": self.budget, "cap": self.cap, "floor": self.floor}
+        if self.prices is not None:
+            d["budget"]["unit"] = "flops"
+            d["budget"]["prices"] = self.prices.to_dict()
         return d
 
     def save(self, path: str) -> None:

@@ -17,6 +17,8 @@ Per searchable step at ``sigma_hat`` (a function of sigma, not of the step index
   is spread over the searchable steps still to come; ``budget_mode="batch"`` pools the whole
   batch and gives a step's share to the samples with the lowest predicted success first.
   ``"prompt"`` (the default) keeps each sample's decisions independent of the rest of the batch.
+  With ``prices`` the budget is in FLOPs per sample, the reward's calls included
+  (:func:`controllers.budget.budget_terms`).
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from adaptive_tts.compute import FlopPrices
 from adaptive_tts.control import check_float, check_int
 from adaptive_tts.types import IterInfo, Knobs, StepInfo
-from controllers.budget import plain_cost
+from controllers.budget import budget_terms, check_budget_value
 from controllers.reliability import ReliabilityModel
 from controllers.schedule import write_json
-from controllers.schema import check_keys
+from controllers.schema import check_keys, check_unit
 
 SCHEMA = "adaptive_tts.closed_loop/1"
 STOPPING_KEYS = frozenset(
     ("schema", "kind", "confidence", "n", "k_max", "eps", "lam", "move", "budget")
     + ("budget_mode", "search_uncertifiable", "rule", "spread", "model", "meta", "data")
+    + ("budget_unit", "prices")
 )
 """Keys of a saved stopping controller."""
 MODEL_KEYS = frozenset(
@@ -59,12 +63,15 @@ class StoppingController:
         confidence: required ``P(r_0 >= q)`` to stop.
         n, k_max, eps, lam, move: candidates per iteration, iteration cap per step, exploration
             rate, neighbour radius and move (defaults: fresh draws only).
-        budget: hard NFE budget per sample (``None``: only ``k_max`` caps the search).
+        budget: hard NFE budget per sample (``None``: only ``k_max`` caps the search); FLOPs
+            per sample when ``prices`` are given.
         budget_mode: ``prompt`` (per sample) or ``batch`` (pooled over the batch).
         search_uncertifiable: also search (up to ``k_max``) where no score certifies success.
         rule: ``relative`` or ``absolute`` confidence (module docstring).
         spread: how a sample's budget pool is spent: ``even`` (the pool over the searchable
             steps ahead) or ``greedy`` (all of it may go to this step, up to ``k_max``).
+        prices: FLOPs per NFE and per reward call (:func:`adaptive_tts.compute.measure_prices`)
+            for a budget in FLOPs.
     """
 
     model: ReliabilityModel
@@ -81,6 +88,7 @@ class StoppingController:
     spread: Literal["even", "greedy"] = "even"
     sampler: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    prices: FlopPrices | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence < 1.0:
@@ -95,15 +103,12 @@ class StoppingController:
             raise ValueError(f"spread must be 'even' or 'greedy', got {self.spread!r}")
         if self.budget_mode not in ("prompt", "batch"):
             raise ValueError(f"budget_mode must be 'prompt' or 'batch', got {self.budget_mode!r}")
+        if self.prices is not None and self.budget is None:
+            raise ValueError("prices (a budget in FLOPs) need a budget")
         if self.budget is not None:
             if self.sampler is None:
                 raise ValueError("a budget needs the sampler (to reserve the plain steps' calls)")
-            need = sum(plain_cost(self.sampler))
-            if not (math.isfinite(self.budget) and self.budget >= need):
-                raise ValueError(
-                    f"budget must be a finite number >= {need} NFEs per sample (plain "
-                    f"sampling with this sampler), got {self.budget}"
-                )
+            self.budget = check_budget_value(self.budget, self.sampler, self.prices)
         self._tau: dict[float, float] = {}
 
     def tau(self, sigma_hat: float) -> float:
@@ -145,16 +150,13 @@ class StoppingController:
     def _budget_caps(self, step: StepInfo) -> Tensor:
         """Iteration caps ``(B,)`` that keep every sample (or the batch) within the budget."""
         assert self.budget is not None
-        costs = plain_cost(self.sampler)
-        # this step's pivot call is in step.nfe; reserve its other calls and the later steps'
-        reserve = max(costs[step.index] - 1, 0) + sum(costs[step.index + 1 :])
+        spent, reserve, per = budget_terms(self.sampler, step, self.prices)
         ahead = self._searchable_ahead(step) if self.spread == "even" else 1
-        spent = step.nfe.double()
         if self.budget_mode == "prompt":
             pool = (self.budget - spent - reserve).clamp_min(0)
-            return torch.floor(pool / ahead / self.n).long()
+            return torch.floor(pool / ahead / (self.n * per)).long()
         total = max(self.budget * len(spent) - float(spent.sum()) - reserve * len(spent), 0.0)
-        iters = int(total / ahead // self.n)
+        iters = int(total / ahead // (self.n * per))
         scores = step.scores.detach().double().cpu()  # batch mode reads the probe scores
         p = self.model.prob(scores, math.log(step.sigma_hat))
         needy = scores < self.tau(step.sigma_hat)
@@ -198,6 +200,11 @@ class StoppingController:
             "search_uncertifiable": self.search_uncertifiable,
             "rule": self.rule,
             "spread": self.spread,
+            **(
+                {"budget_unit": "flops", "prices": self.prices.to_dict()}
+                if self.prices is not None
+                else {}
+            ),
             "model": self.model.to_dict(),
             "meta": self.meta,
         }
@@ -234,6 +241,9 @@ class StoppingController:
         opts = {k: d[k] for k in keys2 if k in d}
         opts["search_uncertifiable"] = bool(d.get("search_uncertifiable", False))
         opts["meta"] = dict(d.get("meta", {}))
+        check_unit({"unit": d.get("budget_unit", "nfe"), "prices": d.get("prices")}, "stopping")
+        if d.get("budget_unit") == "flops":
+            opts["prices"] = FlopPrices.from_dict(d["prices"])
         opts.update(override)
         return cls(ReliabilityModel.from_dict(d["model"]), sampler=sampler, **opts)
 

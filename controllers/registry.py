@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from adaptive_tts.compute import FlopPrices
 from adaptive_tts.control import FixedController, SigmaWindowController
 from adaptive_tts.registry import Registry, accepted_options, check_options
 from controllers.binomial import fit_binomial
@@ -118,8 +119,14 @@ def load_budget(d: dict[str, Any], sampler: Any | None = None) -> BudgetControll
     base = ScheduleController.from_dict(d)
     base.kind = base.kind.removeprefix("budget(").removesuffix(")")
     bud = d["budget"]
+    prices = FlopPrices.from_dict(bud["prices"]) if bud.get("unit") == "flops" else None
     return BudgetController(
-        base, float(bud["per_sample"]), sampler, cap=float(bud["cap"]), floor=float(bud["floor"])
+        base,
+        float(bud["per_sample"]),
+        sampler,
+        cap=float(bud["cap"]),
+        floor=float(bud["floor"]),
+        prices=prices,
     )
 
 

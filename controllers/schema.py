@@ -25,7 +25,8 @@ SCHEDULE_KEYS = frozenset(
 """Top-level keys of a schedule file (``budget`` too for a budget controller)."""
 STEP_KEYS = frozenset(("i", "sigma", "k", "eps", "p", "value", "reliability"))
 """Keys of one step of a schedule's table."""
-BUDGET_KEYS = frozenset(("per_sample", "cap", "floor"))
+PRICE_KEYS = frozenset(("network", "reward", "nfe_per_call", "rows", "shape"))
+BUDGET_KEYS = frozenset(("per_sample", "cap", "floor", "unit", "prices"))
 
 
 def read_json_file(path: str | os.PathLike[str], what: str = "schedule") -> Any:
@@ -112,4 +113,20 @@ def check_schedule_dict(d: Any, where: str, schema: str) -> dict[str, Any]:
         named(where, check_float, bud.get("per_sample"), "budget.per_sample", 0.0, lo_open=True)
         named(where, check_float, bud.get("cap", 3.0), "budget.cap", 1.0)
         named(where, check_float, bud.get("floor", 0.25), "budget.floor", 0.0)
+        check_unit(bud, where, "budget.")
     return d
+
+
+def check_unit(d: dict[str, Any], where: str, prefix: str = "") -> None:
+    """A budget's ``unit`` (``nfe`` or ``flops``) and, for ``flops``, its ``prices``."""
+    unit = d.get("unit", "nfe")
+    if unit not in ("nfe", "flops"):
+        raise ValueError(f"{where}: key '{prefix}unit' must be 'nfe' or 'flops', got {unit!r}")
+    if unit == "flops":
+        prices = d.get("prices")
+        if not isinstance(prices, dict):
+            raise ValueError(f"{where}: a budget in FLOPs needs key '{prefix}prices' (an object)")
+        check_keys(prices, PRICE_KEYS, f"{where}: {prefix}prices")
+        for key in ("network", "reward"):
+            named(where, check_float, prices.get(key), f"{prefix}prices.{key}", 0.0)
+        named(where, check_int, prices.get("nfe_per_call", 1), f"{prefix}prices.nfe_per_call", 1)

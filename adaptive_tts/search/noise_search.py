@@ -281,6 +281,8 @@ def eps_greedy(
             sc.ledger.per_sample.clone(),
             cond,
             sc.gens,
+            sc.ledger.reward_calls.clone(),
+            sc.ledger.nfe_per_call,
         )
         knobs: Knobs = ctrl.decide(info)
         knobs.validate(sc.b)
