@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
 from torch import Tensor
 
 from adaptive_tts.compute import FlopPrices
@@ -82,6 +81,39 @@ def check_budget_value(budget: float, sampler: Sampler, prices: FlopPrices | Non
             + (", its pivots scored)" if prices is not None else ")")
         )
     return val
+
+
+def flops_budget(value: float | str, prices: FlopPrices, sampler: Sampler) -> float:
+    """A FLOPs budget per sample from ``value``: a number of FLOPs, or ``"Mx"`` (``M`` times
+    plain sampling's FLOPs, :meth:`FlopPrices.naive`)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            mult = float(text[:-1]) if text.endswith("x") else float(text)
+        except ValueError:
+            raise ValueError(
+                f"budget_flops={value!r} is invalid, allowed: a number of FLOPs per sample or "
+                "'Mx' (M times plain sampling's FLOPs)"
+            ) from None
+        return mult * prices.naive(sampler) if text.endswith("x") else mult
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"budget_flops={value!r} is invalid, allowed: a number or 'Mx'")
+    return float(value)
+
+
+def with_flops_budget(ctrl: Any, value: float | str, prices: FlopPrices, sampler: Sampler) -> Any:
+    """A copy of a budgeted controller (stopping, budget) whose budget is ``value`` in FLOPs
+    per sample (:func:`flops_budget`), priced by ``prices``; any other kind is an error."""
+    import dataclasses
+
+    if not hasattr(ctrl, "budget") or not dataclasses.is_dataclass(ctrl) or isinstance(ctrl, type):
+        kind = getattr(ctrl, "kind", type(ctrl).__name__)
+        raise ValueError(
+            f"a budget in FLOPs needs a budgeted controller (stopping or budget), got {kind!r}"
+        )
+    budget = flops_budget(value, prices, sampler)
+    copy: Any = dataclasses.replace(ctrl, budget=budget, prices=prices, sampler=sampler)
+    return copy
 
 
 @dataclass

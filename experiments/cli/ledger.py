@@ -97,14 +97,15 @@ def _add(into: dict[str, Any], key: str, delta: torch.Tensor) -> None:
 
 
 @contextmanager
-def metered(task: Any, sync: bool = False) -> Iterator[tuple[Any, Any]]:
+def metered(task: Any, sync: bool = False, flops: bool = False) -> Iterator[tuple[Any, Any]]:
     """``with metered(task) as (instrumented_task, ledger_of):`` run a search on
     ``instrumented_task``; ``ledger_of(result)`` is then its complete compute ledger
     (:func:`~adaptive_tts.compute.compute_summary` plus the per-step split of
     :class:`StepLedger`). ``sync``: synchronise CUDA at step boundaries only (exact per-step
-    wall-clock for T synchronisations; the per-purpose seconds stay host enqueue time)."""
+    wall-clock for T synchronisations; the per-purpose seconds stay host enqueue time).
+    ``flops``: estimate every call's FLOPs (:class:`~adaptive_tts.compute.ComputeMeter`)."""
     steps = StepLedger(task, sync=sync)
-    with ComputeMeter() as meter, observe_steps(steps):
+    with ComputeMeter(flops=flops) as meter, observe_steps(steps):
         timed = meter.instrument(task)
 
         def ledger_of(result: Any) -> dict[str, Any]:

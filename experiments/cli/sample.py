@@ -127,6 +127,20 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any other option of the method, e.g. budget=140 (value parsed as YAML)",
     )
+    p.add_argument(
+        "--flops",
+        action="store_true",
+        help="estimate FLOPs of every network and reward call in the compute ledger",
+    )
+    p.add_argument(
+        "--budget-flops",
+        dest="budget_flops",
+        default=None,
+        metavar="F|Mx",
+        help="with --schedule of a stopping or budget controller: its budget in FLOPs per "
+        "sample, the reward's included (F FLOPs, or M times plain sampling's); priced on this "
+        "model and reward once",
+    )
     add_run_options(p)
     p.add_argument("--out", type=Path, default=None, help="write a PNG grid of the samples")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
@@ -199,6 +213,19 @@ def _check_model(args: argparse.Namespace) -> str:
     return scheme
 
 
+def check_budget_flops(text: str) -> None:
+    """``--budget-flops``: a positive finite number of FLOPs or ``Mx`` with ``M > 0``."""
+    import math
+
+    raw = text.strip().lower()
+    try:
+        val = float(raw[:-1] if raw.endswith("x") else raw)
+    except ValueError:
+        val = math.nan
+    if not (math.isfinite(val) and val > 0):
+        raise usage("--budget-flops", text, "a number of FLOPs > 0, or Mx with M > 0 (e.g. 4x)")
+
+
 def check_sample_args(args: argparse.Namespace) -> tuple[RunSettings, dict[str, Any]]:
     """Every option checked before any work: the run settings and the method's options."""
     _check_model(args)
@@ -228,6 +255,12 @@ def check_sample_args(args: argparse.Namespace) -> tuple[RunSettings, dict[str, 
     kw = check_method_options(args.method, options, names)
     if args.schedule is not None and not args.schedule.is_file():
         raise UsageError(f"--schedule {args.schedule}: file not found")
+    if args.budget_flops is not None:
+        if args.schedule is None:
+            raise UsageError(
+                "--budget-flops sets a controller's budget", None, "give --schedule FILE"
+            )
+        check_budget_flops(args.budget_flops)
     rows = args.batch * _rows_per_sample(args.method, kw)
     if rows > MAX_ROWS:
         raise UsageError(
@@ -264,6 +297,24 @@ def _sampler(task: Any, args: argparse.Namespace) -> Any:
         raise UsageError(f"--sampler {args.sampler} --steps {args.steps}: {err}") from err
 
 
+def _flops_budget(
+    args: argparse.Namespace, task: Any, sampler: Any, options: dict[str, Any]
+) -> Any:
+    """Price the task (:func:`~adaptive_tts.compute.measure_prices`) and set the loaded
+    controller's budget to ``--budget-flops``; returns the prices."""
+    from adaptive_tts.compute import measure_prices
+    from controllers.budget import with_flops_budget
+
+    try:
+        prices = measure_prices(task, sampler)
+        options["controller"] = with_flops_budget(
+            options["controller"], args.budget_flops, prices, sampler
+        )
+    except ValueError as err:
+        raise UsageError(f"--budget-flops {args.budget_flops}: {err}") from err
+    return prices
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from experiments.cli.ledger import metered
     from experiments.runner import run_method
@@ -286,7 +337,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from controllers.io import load_controller
 
         options["controller"] = load_controller(args.schedule, sampler=sampler, model=task.model)
-    with metered(task, sync=args.device.startswith("cuda")) as (timed, ledger_of):
+    priced = _flops_budget(args, task, sampler, options) if args.budget_flops else None
+    flops = args.flops or priced is not None
+    with metered(task, sync=args.device.startswith("cuda"), flops=flops) as (timed, ledger_of):
         result = run_method(
             timed,
             args.method,
@@ -318,6 +371,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if val.dtype.is_floating_point:
             row[key] = float(val.float().mean())
     row["compute"] = ledger_of(result)
+    if priced is not None:
+        row["budget_flops"] = options["controller"].budget
+        row["prices"] = priced.to_dict()
     if args.out is not None:
         from adaptive_tts.viz import save_grid
 
