@@ -266,6 +266,7 @@ def arms(
     # calibration pairs fit the budget; ``budgeted``: every setting run on the calibration pairs
     # under the hard per-batch budget itself. The chosen one is deployed under that budget.
     tried = []
+    settings = list(closed)  # the settings a hard-budget arm may pick from
     hard_budgets = args.hard_budgets or args.budgets
     for label, model, target, opts in list(closed):
         if args.settings and not re.search(args.settings, label):
@@ -287,6 +288,15 @@ def arms(
         _, _, _, chosen, target, opts = max(fit_in, key=lambda t: t[2])
         hard = {**opts, **hard_budget(m * naive_nfe)}
         closed.append((f"stopping budget {m:g}x ({chosen[9:]})", "logistic", target, hard))
+    if args.flops_budgets:  # the same selection, each setting run under the budget in FLOPs
+        from experiments.frontier_flops import flops_settings
+
+        picked, spent = flops_settings(
+            settings, args, lambda mo, t, **o: stopping(mo, t, **o),
+            lambda c: run_arm(task, sampler, cal_pairs, args, "eps-greedy", controller=c),
+        )  # fmt: skip
+        closed += picked
+        cal_nfe += spent
     for label, model, target, opts in closed:
         ctrl = stopping(model, target, **opts)
         if ctrl is None:
@@ -311,6 +321,10 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
     cal_pairs = make_pairs(task, args.cal_pairs, 1_000_000)
     eval_pairs = make_pairs(task, args.pairs, 2_000_000)
     assert not {s for _, s in cal_pairs} & {s for _, s in eval_pairs}
+    if args.flops_budgets:
+        from adaptive_tts.compute import measure_prices
+
+        args.prices = measure_prices(task, sampler)
     t0 = time.perf_counter()
     cal = calibrate(task, sampler, cal_pairs, args)
     t_cal = time.perf_counter() - t0
@@ -345,6 +359,7 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
                 "only": args.only,
                 "settings": args.settings,
                 "hard_budgets": args.hard_budgets,
+                "flops_budgets": args.flops_budgets,
                 "select": args.select,
                 "arms": sorted(records),
             }
@@ -418,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         help="budgets (multiples) that get a hard-budget stopping arm (default: --budgets)",
+    )
+    ap.add_argument(
+        "--flops-budgets",
+        type=float,
+        nargs="+",
+        default=None,
+        help="budgets (multiples of plain sampling's FLOPs, the reward's included) that get a "
+        "stopping arm with a hard budget in FLOPs",
     )
     ap.add_argument(
         "--merge", action="store_true", help="add the arms run to --out's frontier_<task>.json"
