@@ -40,6 +40,31 @@ def calibration_sets(cal: Mapping[str, Any] | None) -> set[str]:
     return {"budgets", "full"} if cal.get("reference") else {"budgets"}
 
 
+FLOPS_KINDS = ("stopping", "budget")
+"""Controller kinds whose budget may be set in FLOPs (``budget_flops``)."""
+
+
+def check_budget_flops(value: Any, where: str, kind: str) -> None:
+    """``budget_flops``: a number of FLOPs > 0 or ``"Mx"`` (M > 0), on a budgeted kind."""
+    import math
+
+    if kind not in FLOPS_KINDS:
+        raise ConfigError(
+            f"config key {where!r}: controller {kind!r} has no budget; allowed on kinds "
+            f"{', '.join(FLOPS_KINDS)}"
+        )
+    text = str(value).strip().lower()
+    try:
+        num = float(text[:-1] if text.endswith("x") and isinstance(value, str) else text)
+    except ValueError:
+        num = math.nan
+    if isinstance(value, bool) or not (math.isfinite(num) and num > 0):
+        raise ConfigError(
+            f"config key {where!r}={value!r} is invalid, allowed: a number of FLOPs per sample "
+            "> 0, or 'Mx' with M > 0 (M times plain sampling's FLOPs, the reward's included)"
+        )
+
+
 def check_controller(spec: Any, where: str, cal: Mapping[str, Any] | None) -> None:
     """A controller entry ``{kind, traces?, reference?, **options}``: a registered kind, the
     options it takes, and the calibration trace sets it needs."""
@@ -59,10 +84,13 @@ def check_controller(spec: Any, where: str, cal: Mapping[str, Any] | None) -> No
     if allowed is None and kind in inner_fits:  # a fit that passes **options to its fitter
         inner, extra = inner_fits[kind]()
         allowed = [*extra, *(accepted_options(inner, skip=1) or [])]
-    options = [k for k in spec if k not in ("kind", "traces", "reference")]
+    if "budget_flops" in spec:
+        check_budget_flops(spec["budget_flops"], f"{where}.budget_flops", kind)
+    options = [k for k in spec if k not in ("kind", "traces", "reference", "budget_flops")]
     for key in options:
         if allowed is not None and key not in allowed:
             valid = ["kind", "traces", "reference", *allowed]
+            valid += ["budget_flops"] if kind in FLOPS_KINDS else []
             raise UnknownOption(unknown_key(where, key, valid, f"controller kind {kind!r}"))
     if not entry.fitted:
         for key in ("traces", "reference"):

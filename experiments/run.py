@@ -100,7 +100,10 @@ class Dist:
 
 
 def build_controller(
-    spec: dict[str, Any] | None, traces_dir: Path | dict[str, list[Path]] | None, sampler: Any
+    spec: dict[str, Any] | None,
+    traces_dir: Path | dict[str, list[Path]] | None,
+    sampler: Any,
+    task: Task | None = None,
 ) -> Any:
     """A controller from a config entry ``{kind: <registered kind>, **options}`` (fixed,
     window, binomial, gp, gain, budget, stopping or a plug-in; see
@@ -111,9 +114,22 @@ def build_controller(
     A fitted kind is fitted on ``spec["traces"]`` (default ``budgets`` for ``stopping``, else
     ``full``). ``reference: <name>`` passes those traces as the full search's (the stopping
     controller's success level); a stopping controller takes ``full`` by default when the
-    calibration has it (``reference: null`` turns that off)."""
+    calibration has it (``reference: null`` turns that off). ``budget_flops: F | "Mx"`` (stopping,
+    budget) sets the deployed budget in FLOPs, priced on ``task`` once
+    (:func:`adaptive_tts.compute.measure_prices`)."""
     if spec is None:
         return None
+    if spec.get("budget_flops") is not None:
+        from adaptive_tts.compute import measure_prices
+        from controllers.budget import with_flops_budget
+
+        if task is None:
+            raise ValueError("a controller's budget_flops needs the task (to price it)")
+        rest = {k: v for k, v in spec.items() if k != "budget_flops"}
+        if rest.get("budget") is None:
+            rest["budget"] = 1e30  # a placeholder NFE budget, replaced below
+        base = build_controller(rest, traces_dir, sampler)
+        return with_flops_budget(base, spec["budget_flops"], measure_prices(task, sampler), sampler)
     from controllers.registry import CONTROLLERS, make_controller
 
     spec = dict(spec)
@@ -277,7 +293,7 @@ def run_experiment(
     best_x0: dict[str, torch.Tensor] = {}
     for run in tqdm(runs, desc=cfg["name"], disable=not (progress and dist.main)):
         kw = {k: v for k, v in run.items() if k not in ("label", "method", "controller", "group")}
-        kw["controller"] = build_controller(run.get("controller"), traces_dir, sampler)
+        kw["controller"] = build_controller(run.get("controller"), traces_dir, sampler, task)
         if dist.main and hasattr(kw["controller"], "save") and _fitted(run.get("controller")):
             save_schedule(kw["controller"], out, run["label"], run["controller"]["kind"])
 

@@ -42,6 +42,16 @@ def edit(path: str, value: Any) -> dict[str, Any]:
 
 
 BAD_CONFIGS = [
+    (
+        "methods.0.controller",
+        {"kind": "gain", "budget_flops": "4x"},
+        ["'methods[0].controller.budget_flops'", "has no budget", "stopping, budget"],
+    ),
+    (
+        "methods.0.controller",
+        {"kind": "stopping", "budget_flops": "lots"},
+        ["'methods[0].controller.budget_flops'='lots' is invalid", "'Mx' with M > 0"],
+    ),
     ("batchsize", 4, ["'batchsize' is unknown", "did you mean 'batch'"]),
     ("sampler.stepz", 4, ["'sampler.stepz' is unknown", "did you mean 'sampler.steps'"]),
     ("methods.0.K", 2, ["'methods[0].K' is unknown", "did you mean 'methods[0].k'"]),
