@@ -130,6 +130,7 @@ class Config:
     # where per-sample noise is drawn, CUDA-graph replay: null -> on for cuda, off on the CPU
     generator_device: Literal["cpu", "cuda"] | None = None
     cuda_graphs: bool | None = None
+    flops: bool = False  # estimate every call's FLOPs (the compute ledger's flops fields)
     calibration: CalibrationSection | None = None
     methods: list[dict[str, Any]] = field(default_factory=list)
     sweeps: list[dict[str, Any]] = field(default_factory=list)

@@ -8,7 +8,7 @@
 #     `sample --budget-flops 4x` with that controller on CUDA;
 #  4. `bench` of a model: + reward: config on CUDA with FLOPs and the per-step ledger.
 # Everything lands in $OUT: frontier_mnist-target.json, byo_gpu.jsonl (one JSON line per
-# command), byo_gpu.log.
+# command), byo_gpu.log, the bench run's results.json and NFEs-per-step plot.
 #   OUT=/some/dir bash experiments/gpu_byo_job.sh
 set -uo pipefail
 : "${OUT:?set OUT}"
@@ -26,7 +26,7 @@ line() {  # run a CLI command; its last stdout line (a JSON object) goes to $J, 
 }
 if [ "${SKIP_FRONTIER:-0}" != 1 ]; then
   cp experiments/results/frontier/frontier_mnist-target.json "$T/fr/"
-  timeout 420 python3 -m experiments.frontier --task mnist-target --device cuda \
+  timeout "${FRONTIER_S:-330}" python3 -m experiments.frontier --task mnist-target --device cuda \
     --generator-device cuda --cuda-graphs --pairs 512 --cal-pairs 256 --batch 512 \
     --flops-budgets 2 4 8 16 --only 'stopping flops' --merge --out "$T/fr" 2>&1 \
     | grep -v -E "it/s\]" >>"$L"
@@ -49,7 +49,7 @@ done
 line stopping-unbudgeted sample --task mnist-target --device cuda --batch 256 --seed 5000 \
   --schedule "$T/stop.json" --flops --json --quiet
 t0=$SECONDS
-cli bench experiments/configs/byo.yaml --device cuda --no-wandb --quiet --out "$T/bench" \
+cli bench experiments/configs/byo.yaml --device cuda --no-wandb --out "$T/bench" \
   --set 'pairs.seeds=[0, 128]' batch=256 flops=true 2>>"$L"
 python3 - "$T/bench/results.json" "$((SECONDS - t0))" >>"$J" <<'EOF'
 import json, sys
@@ -62,3 +62,5 @@ print(json.dumps({"tag": "bench-byo-cuda", "wall_s": int(sys.argv[2]), "row": {
     "cuda_graphs": res["config"]["cuda_graphs"], "compute": res["compute"]}}))
 EOF
 echo "bench-byo-cuda: $((SECONDS - t0)) s" | tee -a "$L"
+cp "$T/bench/results.json" "$OUT/bench_byo_results.json"
+cp "$T/bench/nfe_per_step.png" "$OUT/bench_byo_nfe_per_step.png"

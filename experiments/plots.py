@@ -33,6 +33,38 @@ def plot_reward_vs_nfe(rows: list[dict[str, Any]], path: Path, title: str) -> Pa
     return save_figure(fig, path)
 
 
+def plot_nfe_per_step(rows: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Counted NFEs per sample at each sampler step (the per-step compute ledger,
+    ``row["compute"]["steps"]``), one line per method: where each search spends its budget.
+    ``None`` (nothing written) when no row carries a per-step ledger."""
+    have = [r for r in rows if r.get("compute", {}).get("steps")]
+    if not have:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from adaptive_tts.viz import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for r in have:
+        steps = r["compute"]["steps"]
+        ax.plot(
+            [s["i"] for s in steps],
+            [s["nfe_per_sample"] for s in steps],
+            marker=".",
+            label=f"{r.get('label', r.get('method'))} ({r['nfe']:.0f})",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("sampler step (noisiest first)")
+    ax.set_ylabel("counted NFEs per sample in the step")
+    ax.set_title(title)
+    ax.legend(fontsize=7, title="method (NFEs per sample)", title_fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_gpu_speed(bench: dict[str, Any], scaling: dict[str, Any] | None, path: Path) -> Path:
     """Seconds per image by variant (naive, eps-greedy (4, 20), learned schedules) from
     ``experiments/bench_gpu.py``'s JSON, and counted NFE/s against GPUs from

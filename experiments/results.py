@@ -109,6 +109,8 @@ def summarise(
             row["eval_reward"] = sum(r["eval_reward"] for r in rs) / len(rs)
         if compute is not None and run["label"] in compute:
             row["compute"] = compute[run["label"]]
+            if "flops_total" in row["compute"]:  # network + reward FLOPs, estimated
+                row["flops_per_sample"] = row["compute"]["flops_total"] / len(rs)
         rows.append(row)
     return rows
 

@@ -26,9 +26,11 @@ import torch
 
 from adaptive_tts.compute import ComputeMeter
 from adaptive_tts.registry import SAMPLERS
+from adaptive_tts.search.loop import observe_steps
 from adaptive_tts.tasks import Task, build_task
 from adaptive_tts.traces import load_traces
 from experiments.calibration import calibrate, check_out_dir
+from experiments.cli.ledger import StepTotals, steps_list
 from experiments.config import expand_methods, load_config
 from experiments.pairs import Batch, eval_score, run_pairs
 from experiments.plan import config_prompts, make_pairs, noise_seed, plan_pairs, trace_sets
@@ -302,7 +304,8 @@ def run_experiment(
             top = b.result.reward.argsort(descending=True)[:8]
             best_x0[run["label"]] = b.result.x0[top]  # decoded outside the compute meter
 
-        with ComputeMeter() as meter:
+        steps = StepTotals(task)
+        with ComputeMeter(flops=bool(cfg["flops"])) as meter, observe_steps(steps):
             run_pairs(
                 meter.instrument(task),
                 run["method"],
@@ -314,7 +317,7 @@ def run_experiment(
                 on_batch=record,
                 **kw,
             )
-        compute.append((run["label"], meter.summary()))
+        compute.append((run["label"], {**meter.summary(), "steps": steps.totals()}))
         if run["label"] in best_x0:
             best_images[run["label"]] = task.to_image(best_x0.pop(run["label"])).cpu()
     records = dist.gather(records)
@@ -326,6 +329,8 @@ def run_experiment(
     labels = [x["label"] for x in runs]
     records.sort(key=lambda r: (labels.index(r["label"]), order[(r["prompt"], r["noise_seed"])]))
     by_label = {lab: merge_compute([c for k, c in compute if k == lab]) for lab in labels}
+    for lab, c in by_label.items():  # the per-step ledger, in step order
+        c["steps"] = steps_list(c.get("steps", {}), sum(r["label"] == lab for r in records))
     rows = summarise(records, runs, by_label)
     result = {
         "config": cfg,
@@ -336,20 +341,28 @@ def run_experiment(
         "noise": cfg["pairs"].get("noise", "independent"),
         "processes": dist.world,
         "calibration": calibration,
-        "compute": merge_compute([c for _, c in compute]),
+        "compute": merge_compute(
+            [{k: v for k, v in c.items() if k != "steps"} for _, c in compute]
+        ),
         "rows": rows,
         "records": records,
     }
     write_results(result, out)
-    from experiments.plots import plot_reward_vs_nfe
+    from experiments.plots import plot_nfe_per_step, plot_reward_vs_nfe
 
     plot_reward_vs_nfe(rows, out / "reward_vs_nfe.png", f"{cfg['name']}: {task.name}")
+    plot_nfe_per_step(rows, out / "nfe_per_step.png", f"{cfg['name']}: {task.name}")
     save_samples(best_images, out / "samples.png")
     if wandb_on and cfg["wandb"].get("enabled", True):
         from experiments.wandb_log import log_experiment
 
         log_experiment(cfg, result, out, best_images)
     return result
+
+
+def _no_steps(summary: dict[str, Any]) -> dict[str, Any]:
+    """A method's compute summary without its per-step ledger (the run's totals have none)."""
+    return {k: v for k, v in summary.items() if k != "steps"}
 
 
 def _fitted(spec: dict[str, Any] | None) -> bool:

@@ -24,7 +24,10 @@ def add_model_reward_options(parser: argparse.ArgumentParser, default_model: str
     ``--height``, ``--width`` to ``parser``."""
     schemes = " | ".join(f"{s}:DIR" if s not in ("gmm", "mnist") else s for s in MODEL_SPECS)
     parser.add_argument(
-        "--model", default=default_model, metavar="SPEC", help=f"{schemes} (default: %(default)s)"
+        "--model",
+        default=default_model,
+        metavar="SPEC",
+        help=f"{schemes} (default: {default_model or 'the --task model, else gmm'})",
     )
     parser.add_argument(
         "--reward",

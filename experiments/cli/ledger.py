@@ -17,7 +17,7 @@ from adaptive_tts.compute import ComputeMeter, compute_summary
 from adaptive_tts.nfe import PURPOSES, Ledger
 from adaptive_tts.search.loop import observe_steps
 
-__all__ = ["StepLedger", "metered"]
+__all__ = ["StepLedger", "StepTotals", "metered", "steps_list"]
 
 
 class StepLedger:
@@ -59,10 +59,14 @@ class StepLedger:
         step["seconds"] += now["t"] - was["t"]
         step["invocations"] += now["invocations"] - was["invocations"]
         for p in PURPOSES:
-            _add(step.setdefault("nfe", {}), p, now["nfe"][p] - was["nfe"][p])
-        _add(step, "reward_calls", now["reward_calls"] - was["reward_calls"])
+            _add(step.setdefault("nfe", {}), p, self._reduce(now["nfe"][p] - was["nfe"][p]))
+        _add(step, "reward_calls", self._reduce(now["reward_calls"] - was["reward_calls"]))
         for k, v in now["counters"].items():
             step[k] = step.get(k, 0) + v - was["counters"].get(k, 0)
+
+    def _reduce(self, delta: torch.Tensor) -> Any:
+        """One step's per-sample counts ``(B,)`` as kept: per sample here."""
+        return delta
 
     def summary(self, result: Any) -> dict[str, Any]:
         """JSON-ready: ``nfe_per_row``, ``steps`` (one entry per step index, per-sample lists
@@ -92,7 +96,44 @@ class StepLedger:
         return {"nfe_per_row": self.nfe_per_row, "steps": steps, "outside_steps": outside}
 
 
-def _add(into: dict[str, Any], key: str, delta: torch.Tensor) -> None:
+class StepTotals(StepLedger):
+    """A :class:`StepLedger` summed over samples as it goes, so batches of any size (a bench
+    run's batches of pairs) add up: per step, NFEs and rows by purpose, reward calls,
+    invocations, VAE decodes and seconds, all totals over every sample seen."""
+
+    def _reduce(self, delta: torch.Tensor) -> Any:
+        """One step's per-sample counts ``(B,)`` as kept: their total over the batch."""
+        return int(delta.sum())
+
+    def totals(self) -> dict[str, dict[str, Any]]:
+        """``{str(step): {nfe: {purpose: n}, rows: {purpose: n}, reward_calls, invocations,
+        seconds, vae_decodes?}}``: keyed by step so that :func:`experiments.results.merge_compute`
+        adds the totals of several processes step by step (:func:`steps_list` orders them)."""
+        out = {}
+        for i, s in self.steps.items():
+            nfe = {p: n for p, n in s["nfe"].items() if n}
+            row = {k: v for k, v in s.items() if k not in ("i", "nfe")}
+            row["seconds"] = round(row["seconds"], 6)
+            out[str(i)] = {
+                **row,
+                "nfe": nfe,
+                "rows": {p: n // self.nfe_per_row for p, n in nfe.items()},
+            }
+        return out
+
+
+def steps_list(totals: dict[str, dict[str, Any]], samples: int) -> list[dict[str, Any]]:
+    """:meth:`StepTotals.totals` (merged) as a list in step order, each step with its index
+    ``i`` and ``nfe_per_sample`` (all purposes' NFEs over ``samples``)."""
+    out = []
+    for key in sorted(totals, key=int):
+        s = totals[key]
+        per = sum(s.get("nfe", {}).values()) / samples if samples else 0.0
+        out.append({"i": int(key), **s, "nfe_per_sample": round(per, 6)})
+    return out
+
+
+def _add(into: dict[str, Any], key: str, delta: Any) -> None:
     into[key] = into[key] + delta if key in into else delta
 
 

@@ -15,13 +15,17 @@ from experiments.cli.errors import UsageError
 ROW_KEYS = ("label", "reward", "ci95", "nfe", "eval_rate", "seconds_per_sample")
 """What every row of ``results.json`` needs for the table and the plot."""
 PLOT = "reward_vs_nfe.png"
+STEPS_PLOT = "nfe_per_step"  # beside the main plot, same suffix
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="re-render a run's table and plot from its results.json")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bench / demo run directory")
     p.add_argument(
-        "--out", type=Path, default=None, help=f"the plot's path (default: RUN_DIR/{PLOT})"
+        "--out",
+        type=Path,
+        default=None,
+        help=f"the plot's path (default: RUN_DIR/{PLOT}); the NFEs-per-step plot beside it",
     )
     p.add_argument("--no-plot", action="store_true", help="print the table only")
 
@@ -75,8 +79,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         check_out_file(plot, "--out", (".png", ".pdf", ".svg"))
     print(table(result["rows"]))
     if not args.no_plot:
-        from experiments.plots import plot_reward_vs_nfe
+        from experiments.plots import plot_nfe_per_step, plot_reward_vs_nfe
 
         plot_reward_vs_nfe(result["rows"], plot, title(result))
         print(f"plot: {plot}")
+        steps = plot_nfe_per_step(
+            result["rows"], plot.with_name(STEPS_PLOT + plot.suffix), title(result)
+        )
+        if steps is not None:
+            print(f"plot: {steps}")
     return 0

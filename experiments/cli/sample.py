@@ -65,7 +65,7 @@ FLAGS = {
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="run one search method and report reward and counted NFEs")
-    add_model_reward_options(p)
+    add_model_reward_options(p, default_model=None)
     p.add_argument(
         "--task",
         choices=sorted(TASKS),
@@ -189,7 +189,10 @@ def _rows_per_sample(method: str, kw: dict[str, Any]) -> int:
 
 
 def _check_model(args: argparse.Namespace) -> str:
-    """The scheme of ``--model`` (and a ``--task`` that fits it, ``--sampler``)."""
+    """The scheme of ``--model`` (and a ``--task`` that fits it, ``--sampler``); no
+    ``--model``: the model of ``--task`` (``mnist`` for ``mnist-target``), else ``gmm``."""
+    if args.model is None:
+        args.model = args.task.split("-", 1)[0] if args.task else "gmm"
     try:
         scheme, _ = parse_spec(args.model)
     except ValueError as err:

@@ -138,12 +138,22 @@ def test_the_step_ledger_adds_up(capsys, method: list[str]) -> None:
     assert sum(sum(sum(v) for v in s["nfe"].values()) for s in row["compute"]["steps"]) > 0
 
 
+def test_task_alone_takes_its_model(capsys) -> None:
+    """``sample --task mnist-target`` needs no ``--model mnist`` (it was refused as gmm)."""
+    row = run_json(capsys, ["--task", "mnist-target", "--steps", "2", "--batch", "2"])
+    assert row["task"] == "mnist-target" and row["model"] == "mnist"
+    same = run_json(capsys, ["--model", "mnist", "--task", "mnist-target", "--steps", "2",
+                             "--batch", "2"])  # fmt: skip
+    assert same["reward"] == row["reward"]
+
+
 BAD = [
     (["--model", "edm", "--reward", "brightness"], "model 'edm' needs a directory"),
     (["--model", "edm:{tmp}/none", "--reward", "brightness"], "directory not found"),
     (["--model", "dalle:/x"], "--model"),
     (["--model", "gmm", "--sampler", "ddim"], "--sampler"),
     (["--model", "gmm", "--task", "gmm-target", "--reward", "brightness"], "--reward"),
+    (["--model", "gmm", "--task", "mnist-target"], "does not run on --model gmm"),
     (["--reward", "tests.fixtures.reward_plugin:bad_shape"], "shape (2,)"),
     (["--reward", "tests.fixtures.reward_plugin:missing"], "no attribute 'missing'"),
     (["--reward", "no_such_plugin"], "installed plug-ins"),
