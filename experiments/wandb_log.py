@@ -48,8 +48,15 @@ def log_experiment(
     )
     for i, row in enumerate(result["rows"]):
         run.log({"step": i, **numbers(row, row["label"])})  # the compute ledger's numbers too
-    summary = wandb.Table(
-        columns=list(result["rows"][0]), data=[list(r.values()) for r in result["rows"]]
+    flat = [{k: v for k, v in r.items() if k != "compute"} for r in result["rows"]]
+    summary = wandb.Table(columns=list(flat[0]), data=[list(r.values()) for r in flat])
+    per_step = wandb.Table(  # the per-step compute ledger, one line per (method, step)
+        columns=["label", "step", "nfe_per_sample", "reward_calls", "seconds"],
+        data=[
+            [r["label"], s["i"], s["nfe_per_sample"], s["reward_calls"], s["seconds"]]
+            for r in result["rows"]
+            for s in r.get("compute", {}).get("steps", [])
+        ],
     )
     per_pair = wandb.Table(
         columns=list(result["records"][0]), data=[list(r.values()) for r in result["records"]]
@@ -60,8 +67,11 @@ def log_experiment(
     log: dict[str, Any] = {
         "summary": summary,
         "per_pair": per_pair,
+        "per_step": per_step,
         "reward_vs_nfe": wandb.Image(str(plot)),
     }
+    if (out / "nfe_per_step.png").exists():
+        log["nfe_per_step"] = wandb.Image(str(out / "nfe_per_step.png"))
     for label, imgs in images.items():
         if imgs.dim() != 4:  # not image-shaped (e.g. the vector mixture)
             continue
