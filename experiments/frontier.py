@@ -350,6 +350,9 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
         )
     merged: list[dict[str, Any]] = []
     select = args.select
+    # the prices the FLOPs budgets were enforced with (torch's FLOP counter counts the same
+    # model differently on CUDA and on the CPU), so that the FLOPs view prices every arm alike
+    prices = {"device": args.device, **args.prices.to_dict()} if args.flops_budgets else None
     if args.merge:  # add these arms to the committed run's (same pairs, same noise)
         prev = json.loads((args.out / f"frontier_{name}.json").read_text())
         if [tuple(p) for p in prev["pairs"]] != eval_pairs or prev["sampler"] != sampler.describe():
@@ -365,6 +368,7 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
             }
         ]
         records = {**load_records(prev), **records}
+        prices = prices or prev.get("prices")
         failed = prev.get("failed_arms", []) + failed
         select = prev["select"]  # the committed run's; each merge records its own
     clusters = [s for _, s in eval_pairs]  # every pair its own noise: one cluster each
@@ -390,6 +394,8 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
         "select": select,
         "merged": merged,
     }
+    if prices is not None:
+        result["prices"] = prices
     write_outputs(result, records, args.out, name)
     return result
 

@@ -9,7 +9,7 @@
 #  4. `bench` of a model: + reward: config on CUDA with FLOPs and the per-step ledger.
 # Everything lands in $OUT: frontier_mnist-target.json, byo_gpu.jsonl (one JSON line per
 # command), byo_gpu.log, the bench run's results.json and NFEs-per-step plot.
-#   OUT=/some/dir bash experiments/gpu_byo_job.sh
+#   OUT=/some/dir bash experiments/gpu_byo_job.sh   # SKIP_FRONTIER=1 / ONLY_FRONTIER=1: a part
 set -uo pipefail
 : "${OUT:?set OUT}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=offline
@@ -33,6 +33,7 @@ if [ "${SKIP_FRONTIER:-0}" != 1 ]; then
   cp "$T/fr/frontier_mnist-target.json" "$OUT/"
   grep "stopping flops" "$L" | head -n 8
 fi
+[ "${ONLY_FRONTIER:-0}" = 1 ] && exit 0
 line compress-task sample --task mnist-compress --device cuda --batch 64 --n 4 --k 20 --json
 line model-reward-specs sample --model mnist --reward brightness=1 --reward compress=0.5 \
   --eval-reward target --class 3 --device cuda --batch 64 --n 2 --k 4 --json

@@ -55,3 +55,21 @@ def test_reward_calls_move_arms_out_of_a_flops_budget() -> None:
     text = markdown([view])
     assert "| toy | 4x | adaptive (3.16x) vs fixed (3.68x)" in text
     assert "no adaptive arm within the budget" in text
+
+
+def test_recorded_prices_win_over_pricing_here() -> None:
+    """A run that enforced FLOPs budgets records its prices (its device's FLOP counts); the
+    FLOPs view prices every arm with them, not with a CPU measurement."""
+    from experiments.frontier_flops import task_prices
+
+    n = 8
+    records = {
+        "eps-greedy(4,20)": _rec(np.ones(n), 1475.0, 1460.0, "reference"),
+        "naive": _rec(np.zeros(n), 19.0, 1.0, "baseline"),
+    }
+    res = _result(records, n)
+    res["prices"] = {"device": "cuda", **FlopPrices(network=2.0, reward=3.0).to_dict()}
+    prices, where = task_prices("toy", res)  # "toy" is no task: nothing is measured here
+    assert (prices.network, prices.reward, where) == (2.0, 3.0, "recorded by the run (cuda)")
+    view = flops_view(res, prices, where)
+    assert view["naive_flops"] == 19 * 2.0 + 3.0 and view["prices_from"] == where
