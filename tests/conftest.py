@@ -1,15 +1,19 @@
 """Shared fixtures: a small exact Gaussian mixture and a closed-form target reward; tiny model
-directories (SD, SD3, EDM) built offline and saved as diffusers saves them."""
+directories (SD, SD3, EDM) built offline and saved as diffusers saves them; an installed reward
+plug-in's entry point."""
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from adaptive_tts.models.gmm import GaussianMixture, make_gmm
 from adaptive_tts.rewards import GaussianLogDensity
+from adaptive_tts.rewards.spec import ENTRY_POINT_GROUP
 
 torch.set_num_threads(1)
 
@@ -51,3 +55,17 @@ def edm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     EDMUNetDenoiser(tiny_unet(), EDMConfig(num_classes=2, sigma_max=40.0)).save_pretrained(root)
     return root
+
+
+@pytest.fixture
+def contrast_plugin(monkeypatch) -> None:
+    """An installed distribution's entry point ``contrast`` in the reward group."""
+    real = importlib.metadata.entry_points
+    ep = importlib.metadata.EntryPoint(
+        "contrast", "tests.fixtures.reward_plugin:Contrast", ENTRY_POINT_GROUP
+    )
+
+    def entry_points(**kw: Any) -> Any:
+        return [ep] if kw.get("group") == ENTRY_POINT_GROUP else real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)

@@ -5,7 +5,6 @@ and ``--prompts FILE``; the JSON line carries the prompt texts and the compute l
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -13,27 +12,12 @@ from typing import Any
 import pytest
 import torch
 
-from adaptive_tts.rewards.spec import ENTRY_POINT_GROUP
 from experiments.cli import main
 from tests.fixtures import reward_plugin
 
 PROMPTS = ["a photo of a cat", "a red car"]
 REDNESS = "tests.fixtures.reward_plugin:redness"
 SMALL = ["--method", "eps-greedy", "--n", "2", "--k", "1", "--steps", "2", "--batch", "2"]
-
-
-@pytest.fixture
-def contrast_plugin(monkeypatch) -> None:
-    """An installed distribution's entry point ``contrast`` in the reward group."""
-    real = importlib.metadata.entry_points
-    ep = importlib.metadata.EntryPoint(
-        "contrast", "tests.fixtures.reward_plugin:Contrast", ENTRY_POINT_GROUP
-    )
-
-    def entry_points(**kw: Any) -> Any:
-        return [ep] if kw.get("group") == ENTRY_POINT_GROUP else real(**kw)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
 
 def run_json(capsys, argv: list[str]) -> dict[str, Any]:

@@ -85,3 +85,25 @@ def test_bad_model_options_are_one_line(tmp_path: Path, capsys, argv, message) -
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (out / "calibration.json").exists()
+
+
+def test_flux_dir_with_an_entry_point_reward(tmp_path: Path, capsys, contrast_plugin) -> None:
+    """``calibrate --model flux:DIR`` with a prompts file and an installed plug-in's reward: the
+    traces carry the prompt texts, the settings the model's own sampler and the reward spec."""
+    from tests.experiments.test_byo import build_flux
+
+    root = build_flux(tmp_path / "flux")
+    capsys.readouterr()  # the build's own progress output
+    table = tmp_path / "prompts.txt"
+    table.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "cal"
+    argv = ["--model", f"flux:{root}", "--prompts", str(table), "--reward", "contrast:2",
+            "--height", "16", "--width", "16", *SMALL, "--out", str(out)]  # fmt: skip
+    info = calibrate(capsys, argv)
+    assert info["ran"] == 4 and info["nfe"] > 0
+    meta = json.loads((out / "calibration.json").read_text())
+    assert meta["prompt_texts"] == PROMPTS and "contrast:2" in meta["task"]
+    assert f"flux:{root}" in meta["task"]
+    traces = load_traces(out)
+    assert sorted(t["prompt_text"] for t in traces) == sorted(PROMPTS * 2)
+    assert all(t["nfe"]["total"] > 0 for t in traces)
