@@ -368,6 +368,11 @@ def evaluate_task(name: str, args: Any) -> dict[str, Any]:
             }
         ]
         records = {**load_records(prev), **records}
+        if prices and prev.get("prices") and prev["prices"] != prices:
+            raise ValueError(
+                f"--merge: frontier_{name}.json's FLOPs arms were priced {prev['prices']}, "
+                f"this run prices {prices} (run them on the same device)"
+            )
         prices = prices or prev.get("prices")
         failed = prev.get("failed_arms", []) + failed
         select = prev["select"]  # the committed run's; each merge records its own

@@ -30,7 +30,7 @@ from adaptive_tts.search.loop import observe_steps
 from adaptive_tts.tasks import Task, build_task
 from adaptive_tts.traces import load_traces
 from experiments.calibration import calibrate, check_out_dir
-from experiments.cli.ledger import StepTotals, steps_list
+from experiments.cli.ledger import StepTotals, outside_steps, steps_list
 from experiments.config import expand_methods, load_config
 from experiments.pairs import Batch, eval_score, run_pairs
 from experiments.plan import config_prompts, make_pairs, noise_seed, plan_pairs, trace_sets
@@ -329,8 +329,10 @@ def run_experiment(
     labels = [x["label"] for x in runs]
     records.sort(key=lambda r: (labels.index(r["label"]), order[(r["prompt"], r["noise_seed"])]))
     by_label = {lab: merge_compute([c for k, c in compute if k == lab]) for lab in labels}
-    for lab, c in by_label.items():  # the per-step ledger, in step order
-        c["steps"] = steps_list(c.get("steps", {}), sum(r["label"] == lab for r in records))
+    for lab, c in by_label.items():  # the per-step ledger, in step order, and the rest
+        mine_ = [r for r in records if r["label"] == lab]
+        c["steps"] = steps_list(c.get("steps", {}), len(mine_))
+        c["outside_steps"] = outside_steps(c["steps"], mine_)
     rows = summarise(records, runs, by_label)
     result = {
         "config": cfg,
@@ -341,9 +343,7 @@ def run_experiment(
         "noise": cfg["pairs"].get("noise", "independent"),
         "processes": dist.world,
         "calibration": calibration,
-        "compute": merge_compute(
-            [{k: v for k, v in c.items() if k != "steps"} for _, c in compute]
-        ),
+        "compute": merge_compute([_no_steps(c) for _, c in compute]),
         "rows": rows,
         "records": records,
     }

@@ -18,16 +18,20 @@ from experiments.cli.errors import usage
 __all__ = ["add_model_reward_options", "resolve_task"]
 
 
-def add_model_reward_options(parser: argparse.ArgumentParser, default_model: str = "gmm") -> None:
+def add_model_reward_options(
+    parser: argparse.ArgumentParser,
+    default_model: str | None = "gmm",
+    model_default_help: str | None = None,
+) -> None:
     """Add ``--model``, ``--reward`` (repeatable, ``SPEC[=WEIGHT]``), ``--eval-reward``,
     ``--prompt`` (repeatable), ``--prompts FILE`` (``--prompt-column``), ``--guidance``,
-    ``--height``, ``--width`` to ``parser``."""
+    ``--height``, ``--width`` to ``parser``; ``model_default_help`` words a ``None`` default."""
     schemes = " | ".join(f"{s}:DIR" if s not in ("gmm", "mnist") else s for s in MODEL_SPECS)
     parser.add_argument(
         "--model",
         default=default_model,
         metavar="SPEC",
-        help=f"{schemes} (default: {default_model or 'the --task model, else gmm'})",
+        help=f"{schemes} (default: {model_default_help or default_model})",
     )
     parser.add_argument(
         "--reward",

@@ -62,7 +62,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a registered task (or --model SPEC with --reward / --prompt ...)",
     )
-    add_model_reward_options(p, default_model=None)
+    add_model_reward_options(
+        p, default_model=None, model_default_help="none; give --task or --model"
+    )
     p.add_argument("--method", choices=["eps-greedy", "zero-order"], default="eps-greedy")
     p.add_argument("--n", type=int, default=4, help=f"candidates per iteration, 1..{MAX_N}")
     p.add_argument(

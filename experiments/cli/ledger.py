@@ -17,7 +17,7 @@ from adaptive_tts.compute import ComputeMeter, compute_summary
 from adaptive_tts.nfe import PURPOSES, Ledger
 from adaptive_tts.search.loop import observe_steps
 
-__all__ = ["StepLedger", "StepTotals", "metered", "steps_list"]
+__all__ = ["StepLedger", "StepTotals", "metered", "outside_steps", "steps_list"]
 
 
 class StepLedger:
@@ -130,6 +130,19 @@ def steps_list(totals: dict[str, dict[str, Any]], samples: int) -> list[dict[str
         s = totals[key]
         per = sum(s.get("nfe", {}).values()) / samples if samples else 0.0
         out.append({"i": int(key), **s, "nfe_per_sample": round(per, 6)})
+    return out
+
+
+def outside_steps(steps: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[str, int]:
+    """What a method spent outside its steps (the final scoring; a best-of-N's or DTS's
+    trajectories scored at the end): per purpose NFEs (``nfe_<purpose>`` of the per-pair
+    ``records``) and reward calls, less the totals of :func:`steps_list`."""
+    out: dict[str, int] = {}
+    for p in (p for p in PURPOSES if any(f"nfe_{p}" in r for r in records)):
+        inside = sum(s.get("nfe", {}).get(p, 0) for s in steps)
+        out[p] = sum(int(r.get(f"nfe_{p}", 0)) for r in records) - inside
+    inside_calls = sum(s.get("reward_calls", 0) for s in steps)
+    out["reward_calls"] = sum(int(r.get("reward_calls", 0)) for r in records) - inside_calls
     return out
 
 

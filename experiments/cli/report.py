@@ -15,7 +15,7 @@ from experiments.cli.errors import UsageError
 ROW_KEYS = ("label", "reward", "ci95", "nfe", "eval_rate", "seconds_per_sample")
 """What every row of ``results.json`` needs for the table and the plot."""
 PLOT = "reward_vs_nfe.png"
-STEPS_PLOT = "nfe_per_step"  # beside the main plot, same suffix
+STEPS_PLOT = "nfe_per_step"  # the per-step plot beside the main one, same suffix
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
@@ -75,17 +75,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     result = load_results(args.run_dir)
     plot = args.out if args.out is not None else args.run_dir / PLOT
+    # beside the plot: RUN_DIR/nfe_per_step.png as bench writes it, or NAME_nfe_per_step.SUFFIX
+    beside = plot.with_name(
+        STEPS_PLOT + plot.suffix if args.out is None else f"{plot.stem}_{STEPS_PLOT}{plot.suffix}"
+    )
     if not args.no_plot:
         check_out_file(plot, "--out", (".png", ".pdf", ".svg"))
+        check_out_file(beside, "--out", (".png", ".pdf", ".svg"))
     print(table(result["rows"]))
     if not args.no_plot:
         from experiments.plots import plot_nfe_per_step, plot_reward_vs_nfe
 
         plot_reward_vs_nfe(result["rows"], plot, title(result))
         print(f"plot: {plot}")
-        steps = plot_nfe_per_step(
-            result["rows"], plot.with_name(STEPS_PLOT + plot.suffix), title(result)
-        )
+        steps = plot_nfe_per_step(result["rows"], beside, title(result))
         if steps is not None:
             print(f"plot: {steps}")
     return 0

@@ -65,7 +65,9 @@ FLAGS = {
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="run one search method and report reward and counted NFEs")
-    add_model_reward_options(p, default_model=None)
+    add_model_reward_options(
+        p, default_model=None, model_default_help="the --task's model, else gmm"
+    )
     p.add_argument(
         "--task",
         choices=sorted(TASKS),
@@ -188,11 +190,20 @@ def _rows_per_sample(method: str, kw: dict[str, Any]) -> int:
     return max(rows, 1)
 
 
+def _task_model(task: str | None) -> str | None:
+    """The model a registered task runs on (``mnist`` for ``mnist-target``); ``None`` for none."""
+    if task is None:
+        return None
+    spec = TASKS[task]
+    return spec.model if hasattr(spec, "model") else None
+
+
 def _check_model(args: argparse.Namespace) -> str:
     """The scheme of ``--model`` (and a ``--task`` that fits it, ``--sampler``); no
     ``--model``: the model of ``--task`` (``mnist`` for ``mnist-target``), else ``gmm``."""
+    task_model = _task_model(args.task)
     if args.model is None:
-        args.model = args.task.split("-", 1)[0] if args.task else "gmm"
+        args.model = task_model or "gmm"
     try:
         scheme, _ = parse_spec(args.model)
     except ValueError as err:
@@ -201,11 +212,12 @@ def _check_model(args: argparse.Namespace) -> str:
         allowed = " | ".join(s if s in ("gmm", "mnist") else f"{s}:DIR" for s in MODEL_SPECS)
         raise usage("--model", args.model, allowed)
     if args.task is not None:
-        if not args.task.startswith(f"{args.model}-"):
+        if task_model != args.model:
+            fits = sorted(t for t in TASKS if _task_model(t) == args.model)
             raise UsageError(
                 f"--task {args.task} does not run on --model {args.model}",
                 None,
-                f"allowed: tasks {args.model}-*",
+                f"allowed: {', '.join(fits) or 'none'}",
             )
         for opt, val in (("--reward", args.rewards), ("--eval-reward", args.eval_reward)):
             if val:

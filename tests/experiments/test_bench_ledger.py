@@ -32,16 +32,30 @@ def test_steps_add_up_to_the_records_with_uneven_batches(tmp_path: Path) -> None
         total = sum(sum(s["nfe"].values()) for s in steps)
         assert total == sum(r["nfe"] for r in recs)  # euler: every NFE is inside a step
         assert sum(s["nfe_per_sample"] for s in steps) == row["nfe"]
-        assert sum(s["reward_calls"] for s in steps) <= sum(r["reward_calls"] for r in recs)
+        out = row["compute"]["outside_steps"]  # the rest: inside + outside = the records
+        assert sum(s["reward_calls"] for s in steps) + out["reward_calls"] == sum(
+            r["reward_calls"] for r in recs
+        )
+        for purpose in ("step", "score", "rollout"):
+            assert sum(s["nfe"].get(purpose, 0) for s in steps) + out[purpose] == sum(
+                r[f"nfe_{purpose}"] for r in recs
+            )
         assert all(s["seconds"] >= 0 and s["invocations"] >= 1 for s in steps)
     by = {r["label"]: r["compute"]["steps"] for r in saved["rows"]}
     assert all(s["nfe"] == {"step": 6} for s in by["naive"])  # one call per pair per step
     assert all(s["reward_calls"] == 0 for s in by["naive"])
+    best = next(r for r in saved["rows"] if r["label"] == "best-of-2")
+    assert best["compute"]["outside_steps"]["reward_calls"] == 2 * 6  # scored at the end
     assert all(s["nfe"]["score"] > 0 and s["reward_calls"] > 0 for s in by["eps-greedy(2,4)"])
     assert (tmp_path / "nfe_per_step.png").read_bytes().startswith(PNG)
     (tmp_path / "nfe_per_step.png").unlink()
     assert main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "nfe_per_step.png").read_bytes().startswith(PNG)
+    mine = tmp_path / "plots" / "nfe_per_step.png"  # --out's name: the step plot goes beside
+    assert main(["report", str(tmp_path), "--out", str(mine)]) == 0
+    beside = tmp_path / "plots" / "nfe_per_step_nfe_per_step.png"
+    assert mine.read_bytes().startswith(PNG) and beside.read_bytes().startswith(PNG)
+    assert mine.read_bytes() != beside.read_bytes()  # neither overwrote the other
 
 
 def test_flops_per_sample_on_the_mnist_model(tmp_path: Path) -> None:
