@@ -55,7 +55,7 @@ cli bench experiments/configs/byo.yaml --device cuda --no-wandb --out "$T/bench"
 python3 - "$T/bench/results.json" "$((SECONDS - t0))" >>"$J" <<'EOF'
 import json, sys
 res = json.load(open(sys.argv[1]))
-rows = [{k: r.get(k) for k in ("label", "reward", "eval", "nfe", "flops_per_sample")}
+rows = [{k: r.get(k) for k in ("label", "reward", "eval_rate", "eval_reward", "nfe", "flops_per_sample")}
         for r in res["rows"]]
 steps = {r["label"]: r.get("compute", {}).get("steps") is not None for r in res["rows"]}
 print(json.dumps({"tag": "bench-byo-cuda", "wall_s": int(sys.argv[2]), "row": {
