@@ -29,22 +29,8 @@ from adaptive_tts.search.common import (
 )
 from adaptive_tts.search.loop import Choice, StepContext
 from adaptive_tts.search.noise_trace import TraceQueue
+from adaptive_tts.search.step_draws import Draws, StepDraws
 from adaptive_tts.types import Controller, IterInfo, Knobs, Reward, SearchResult, StepInfo
-
-
-def _draw_step(
-    k: int, n: int, g: torch.Generator, shape: tuple[int, ...]
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """All random draws of one sample's ``k`` iterations at a step, in a fixed order, on the
-    generator's device: exploration uniforms ``(k, n)``, fresh N(0, I) draws ``(k, n, *S)``,
-    neighbour directions (unnormalised, ``(k, n, *S)``) and radius uniforms ``(k, n)``.
-    :func:`_candidates_noise` turns the whole batch's draws into candidates in one pass."""
-    dev = g.device
-    explore_u = torch.rand((k, n), generator=g, device=dev)
-    fresh = torch.randn((k, n, *shape), generator=g, device=dev)
-    direction = torch.randn((k * n, *shape), generator=g, device=dev)
-    u = torch.rand(k * n, generator=g, device=dev)
-    return explore_u, fresh, direction.view(k, n, *shape), u.view(k, n)
 
 
 def _to_device(t: Tensor, device: torch.device) -> Tensor:
@@ -56,27 +42,22 @@ def _to_device(t: Tensor, device: torch.device) -> Tensor:
 
 
 def _candidates_noise(
-    draws: list[tuple[Tensor, Tensor, Tensor, Tensor]],
+    draws: Draws,
     knobs: Knobs,
     radius: float,
     kmax: int,
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Stack per-sample draws (padded to ``kmax`` iterations) into ``explore`` ``(B, K, n)``
+    """The step's stacked draws (:class:`~adaptive_tts.search.step_draws.StepDraws`, padded to
+    ``kmax`` iterations) as ``explore`` ``(B, K, n)``
     bool, ``fresh`` ``(B, K, n, *S)``, neighbour offsets ``(B, K, n, *S)`` and the pivot's
     weight in a neighbour (``None``: 1). Neighbours are ``weight * pivot + offset`` with the
     pivot current at that iteration: ``move="additive"`` gives ``pivot + u sqrt(2d) g / |g|``
     (``u ~ U(0, lam)``), ``move="gaussian"`` gives ``sqrt(1 - b^2) pivot + b g`` with
     ``b = min(1, u sqrt(2))``, so a neighbour of an ``N(0, I)`` pivot is again ``N(0, I)``."""
 
-    def stack(i: int) -> Tensor:
-        parts = [d[i] for d in draws]
-        if any(p.shape[0] != kmax for p in parts):
-            parts = [torch.cat([p, p.new_zeros(kmax - p.shape[0], *p.shape[1:])]) for p in parts]
-        return _to_device(torch.stack(parts), device)
-
-    explore_u, fresh, direction, u = (stack(i) for i in range(4))
+    explore_u, fresh, direction, u = (_to_device(t, device) for t in draws)
     b, _, n = explore_u.shape
     trailing = [1] * (fresh.dim() - 3)
     explore = explore_u < _to_device(knobs.eps.to(explore_u.dtype), device).view(b, 1, 1)
@@ -102,8 +83,10 @@ def _search_step(
     pivot_x0: Tensor,
     pivot_score: Tensor,
     stop: Callable[[IterInfo], Tensor] | None = None,
+    drawer: StepDraws | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...], Tensor | None]:
-    """The ``K_t`` iterations of one step.
+    """The ``K_t`` iterations of one step (``drawer``: the search's :class:`StepDraws`, which
+    replays the draws from a CUDA graph once it has seen the same caps twice; default eager).
 
     ``pivot``/``pivot_x0`` ``(B, *S)`` and ``pivot_score`` ``(B,)`` are the step's starting pivot;
     returns the final ones, the history ``(I, J, score, n_explore)``, each ``(K_max, B)`` on the
@@ -135,7 +118,7 @@ def _search_step(
         kmax = max(ks)
         if kmax == 0:
             return pivot, pivot_x0, pivot_score, hist, done
-    draws = [_draw_step(ks[j], n, gens[j], shape) for j in range(b)]
+    draws = (drawer or StepDraws(gens))(ks, n, shape)
     explore, fresh, offset, weight = _candidates_noise(draws, knobs, radius, kmax, dev, x_det.dtype)
     if stop is None:  # active rows per iteration from the caps alone: one host-to-device copy
         acts = [torch.nonzero(knobs.k > it).flatten() for it in range(kmax)]
@@ -265,6 +248,7 @@ def eps_greedy(
     stop = getattr(ctrl, "keep_searching", None)  # closed-loop: per-iteration decisions
     rows, radius = sc.rows(), sqrt2d(x_T)
     pending = TraceQueue(sc.traces, x_T.device)
+    drawer = StepDraws(sc.gens)  # CUDA generators: the step's draws replayed from one graph
     last: dict[str, Tensor] = {}
 
     def choose(ctx: StepContext) -> Choice:
@@ -288,7 +272,7 @@ def eps_greedy(
         knobs.validate(sc.b)
         pivot, pivot_x0, pivot_score, hist, done = _search_step(
             sc.ledger, sc.score, info, knobs, sc.gens, radius, ctx.x_det, ctx.scale,
-            pivot, pivot_x0, pivot_score, stop,
+            pivot, pivot_x0, pivot_score, stop, drawer,
         )  # fmt: skip
         # reading the history now would stall the GPU: the queue writes it once it has arrived
         extra = () if done is None else (done,)
