@@ -1,8 +1,10 @@
 """The compute ledger of one ``sample`` run, per step and per sample: network NFEs and rows
 (a classifier-free-guided row is 2 NFEs) by purpose, reward calls, batched invocations, VAE
 decodes and wall-clock of every step of the sampler, plus what was spent outside the steps
-(the final scoring). Built on :func:`adaptive_tts.search.loop.observe_steps` and
-:class:`adaptive_tts.compute.ComputeMeter`; nothing here changes what a search computes."""
+(the final scoring). A bench run keeps the same per step as totals over its samples
+(:class:`StepTotals`, :func:`steps_list`, :func:`outside_steps`). Built on
+:func:`adaptive_tts.search.loop.observe_steps` and :class:`adaptive_tts.compute.ComputeMeter`;
+nothing here changes what a search computes."""
 
 from __future__ import annotations
 
