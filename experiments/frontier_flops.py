@@ -127,8 +127,8 @@ def markdown(views: list[dict[str, Any]]) -> str:
     """Per task and budget: the winner matched in NFEs and matched in FLOPs (both against the
     best fixed arm or baseline within the budget)."""
     lines = [
-        "| task | budget | matched in NFEs: best adaptive vs best fixed, reward diff | "
-        "matched in FLOPs: best adaptive vs best fixed, reward diff |",
+        "| task | budget | matched in NFEs: best adaptive vs best fixed, reward diff; eval diff | "
+        "matched in FLOPs: best adaptive vs best fixed, reward diff; eval diff |",
         "|---|---|---|---|",
     ]
     for v in views:
@@ -143,7 +143,8 @@ def markdown(views: list[dict[str, Any]]) -> str:
                 scale = 1.0 if unit == "flops" else 1.0 / (x["budget_nfe"] / m)
                 cells.append(
                     f"{x['arm']} ({x['nfe'] * scale:.2f}x) vs {x['best_fixed']} "
-                    f"({x['best_fixed_nfe'] * scale:.2f}x): {diff_cell(x['reward_diff'])}"
+                    f"({x['best_fixed_nfe'] * scale:.2f}x): {diff_cell(x['reward_diff'])}; "
+                    f"{diff_cell(x['eval_diff'])}"
                 )
             lines.append(f"| {v['task']} | {m:g}x | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
